@@ -1,0 +1,2 @@
+// Package directustest provides an in-process Directus realtime server for tests.
+package directustest
