@@ -1,0 +1,375 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// ConnectReason tells OnConnect why it runs.
+type ConnectReason int
+
+const (
+	// ReasonConnected: the first session is up.
+	ReasonConnected ConnectReason = iota + 1
+	// ReasonReconnected: a new session replaced a lost one. The server
+	// forgot every subscription of the old session.
+	ReasonReconnected
+	// ReasonReauthenticated: the session re-authenticated after
+	// TOKEN_EXPIRED. Its subscriptions stayed registered but events between
+	// expiry and re-auth were replaced by FORBIDDEN errors, so they are lost.
+	ReasonReauthenticated
+)
+
+func (r ConnectReason) String() string {
+	switch r {
+	case ReasonConnected:
+		return "connected"
+	case ReasonReconnected:
+		return "reconnected"
+	case ReasonReauthenticated:
+		return "reauthenticated"
+	}
+	return "unknown"
+}
+
+// Conn is one logical connection to the Directus realtime endpoint that stays
+// up: it dials, authenticates, answers the server's heartbeat, detects a dead
+// link with its own JSON pings, re-authenticates on TOKEN_EXPIRED (and before
+// a known expiry), and replaces a lost session with a new one after a
+// jittered backoff, without giving up unless Backoff.MaxAttempts says so.
+//
+// All methods are safe for concurrent use. Callbacks of Config run as
+// documented there.
+type Conn struct {
+	cfg   Config
+	wsURL *url.URL
+	log   *slog.Logger
+	creds *credentials
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the supervisor has returned
+
+	notify       *notifier
+	watchers     stateWatchers
+	pendingSlots *semaphore.Weighted
+	uidSeq       atomic.Uint64
+	sessionSeq   atomic.Uint64
+	reconnectCh  chan struct{}
+
+	firstOnce sync.Once
+	first     chan error
+
+	// final is closed once StateClosed has been published, which ends
+	// every WatchState channel after it delivered that change.
+	final     chan struct{}
+	finalOnce sync.Once
+
+	mu        sync.Mutex
+	state     State
+	started   bool
+	closeOnce sync.Once
+	sess      *Session
+	changed   chan struct{} // closed and replaced when sess or state changes
+	lastErr   error
+}
+
+// New checks cfg and returns an idle Conn; Connect starts it.
+func New(cfg *Config) (*Conn, error) {
+	if cfg == nil {
+		return nil, &ConfigError{Field: "Config", Reason: "nil"}
+	}
+	u, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	d := cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Conn{
+		cfg:          d,
+		wsURL:        u,
+		log:          d.Logger.With("component", "directus-conn"),
+		creds:        newCredentials(d.Auth),
+		ctx:          ctx,
+		cancel:       cancel,
+		done:         make(chan struct{}),
+		notify:       newNotifier(),
+		pendingSlots: semaphore.NewWeighted(int64(d.MaxPendingRequests)),
+		reconnectCh:  make(chan struct{}, 1),
+		first:        make(chan error, 1),
+		final:        make(chan struct{}),
+		changed:      make(chan struct{}),
+	}
+	return c, nil
+}
+
+// Connect starts the Conn and returns once the first session is connected,
+// authenticated and OnConnect has run. Network failures are retried with
+// backoff until ctx is done; a rejection of the credentials or of the client
+// (AUTH_FAILED, HTTP 401 or 403 at upgrade) is returned at once. When Connect
+// returns an error the Conn is closed. After Connect succeeds the Conn keeps
+// itself connected until Close.
+func (c *Conn) Connect(ctx context.Context) error {
+	c.mu.Lock()
+	if c.state == StateClosed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.started {
+		c.mu.Unlock()
+		return errors.New("directus: Connect called twice")
+	}
+	c.started = true
+	c.mu.Unlock()
+	c.setState(StateConnecting, nil)
+	go c.run()
+	select {
+	case err := <-c.first:
+		if err != nil {
+			_ = c.Close()
+		}
+		return err
+	case <-ctx.Done():
+		last := c.lastError()
+		_ = c.Close()
+		if last != nil {
+			return errors.Join(ctx.Err(), last)
+		}
+		return ctx.Err()
+	}
+}
+
+// Close ends the session with a normal close frame and stops every goroutine
+// of the Conn before it returns (a callback that calls Close is the one
+// exception: its own goroutine ends when it returns). Pending requests fail
+// with ErrClosed. Close is idempotent.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.cancel()
+		c.mu.Lock()
+		started := c.started
+		c.mu.Unlock()
+		if started {
+			<-c.done
+		}
+		c.setState(StateClosed, nil)
+		c.finalOnce.Do(func() { close(c.final) })
+		c.watchers.closeAll()
+		c.notify.close()
+	})
+	return nil
+}
+
+// Reconnect replaces the current session with a new one at once, skipping
+// any backoff wait, and returns when the new session is connected.
+func (c *Conn) Reconnect(ctx context.Context) error {
+	if c.State() == StateIdle {
+		return errors.New("directus: Reconnect before Connect")
+	}
+	old := c.sessionSeq.Load()
+	select {
+	case c.reconnectCh <- struct{}{}:
+	default:
+	}
+	for {
+		c.mu.Lock()
+		s, state, ch := c.sess, c.state, c.changed
+		c.mu.Unlock()
+		if s != nil && s.id > old && state == StateConnected {
+			return nil
+		}
+		if state == StateClosed {
+			return ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.ctx.Done():
+			return ErrClosed
+		}
+	}
+}
+
+// State returns the current state.
+func (c *Conn) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// WatchState returns a channel that receives every state change from now on
+// and is closed when ctx is done or the Conn is closed. A receiver that falls
+// more than 16 changes behind loses the oldest ones; the latest is always
+// delivered.
+func (c *Conn) WatchState(ctx context.Context) <-chan StateChange {
+	return c.watchers.watch(ctx, c.final)
+}
+
+// Session returns the current session, or nil between sessions.
+func (c *Conn) Session() *Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess
+}
+
+// Send queues one frame (see Session.Send) on the current session, waiting
+// for a session while the Conn reconnects, as long as ctx allows.
+func (c *Conn) Send(ctx context.Context, v any) error {
+	s, err := c.waitSession(ctx)
+	if err != nil {
+		return err
+	}
+	return s.Send(ctx, v)
+}
+
+// Items performs an items request and returns its reply: Data holds the
+// items (an array, an object or keys, per PROTOCOL.md §6). A server error is
+// returned as *ServerError; a request without reply in time as ErrTimeout.
+// The UID of msg is replaced by a fresh one.
+func (c *Conn) Items(ctx context.Context, msg ItemsMessage) (*Message, error) {
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
+	s, err := c.waitSession(ctx)
+	if err != nil {
+		return nil, c.timeoutErr(ctx, err)
+	}
+	return s.request(ctx, TypeItems, func(uid UID) any {
+		msg.UID = uid
+		return msg
+	})
+}
+
+// Ping sends {"type":"ping"} and returns the round-trip time of its pong.
+func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
+	s, err := c.waitSession(ctx)
+	if err != nil {
+		return 0, c.timeoutErr(ctx, err)
+	}
+	start := time.Now()
+	_, err = s.request(ctx, TypePong, func(uid UID) any { return PingMessage{UID: uid} })
+	return time.Since(start), err
+}
+
+func (c *Conn) waitSession(ctx context.Context) (*Session, error) {
+	for {
+		c.mu.Lock()
+		s, ch := c.sess, c.changed
+		c.mu.Unlock()
+		if s != nil && s.ctx.Err() == nil {
+			return s, nil
+		}
+		if c.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+func (c *Conn) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// timeoutErr turns a deadline into ErrTimeout and leaves other errors as they are.
+func (c *Conn) timeoutErr(ctx context.Context, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) || (err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && errors.Is(err, ctx.Err())) {
+		return ErrTimeout
+	}
+	return err
+}
+
+func (c *Conn) nextUID() UID {
+	return UID("dr-" + strconv.FormatUint(c.uidSeq.Add(1), 10))
+}
+
+func (c *Conn) deliver(m *Message) {
+	if c.cfg.OnSubscription != nil {
+		c.cfg.OnSubscription(m)
+	}
+}
+
+func (c *Conn) reportError(err error) {
+	if f := c.cfg.OnError; f != nil {
+		c.notify.post(func() { f(err) })
+	}
+}
+
+func (c *Conn) setState(to State, err error) {
+	c.mu.Lock()
+	from := c.state
+	if from == to || from == StateClosed {
+		c.mu.Unlock()
+		return
+	}
+	c.state = to
+	c.bumpLocked()
+	c.mu.Unlock()
+	sc := StateChange{From: from, To: to, Err: err}
+	c.log.Debug("state", "from", from, "to", to, "err", err)
+	c.watchers.publish(sc)
+	if f := c.cfg.OnStateChange; f != nil {
+		c.notify.post(func() { f(sc) })
+	}
+	if to == StateClosed {
+		c.finalOnce.Do(func() { close(c.final) })
+	}
+}
+
+func (c *Conn) lastError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lastErr
+}
+
+func (c *Conn) setLastError(err error) {
+	c.mu.Lock()
+	c.lastErr = err
+	c.mu.Unlock()
+}
+
+func (c *Conn) firstResult(err error) {
+	c.firstOnce.Do(func() { c.first <- err })
+}
+
+// install makes s the current session and wakes those waiting for one.
+func (c *Conn) install(s *Session) {
+	c.mu.Lock()
+	c.sess = s
+	c.bumpLocked()
+	c.mu.Unlock()
+}
+
+// uninstall forgets s; later waiters block until the next install.
+func (c *Conn) uninstall(s *Session) {
+	c.mu.Lock()
+	if c.sess == s {
+		c.sess = nil
+		c.bumpLocked()
+	}
+	c.mu.Unlock()
+}
+
+// bumpLocked wakes everyone waiting on changed. c.mu must be held.
+func (c *Conn) bumpLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}

@@ -1,0 +1,377 @@
+package conn
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// UID identifies a request or a subscription on one connection. The server
+// accepts a string or a number and echoes it with the same JSON type on auth,
+// pong, items and error replies, but always as a string on subscription
+// frames (42 comes back as "42"). A UID holds the text in both cases, so the
+// number 42 and the string "42" compare equal. The empty UID means "none".
+type UID string
+
+// UnmarshalJSON accepts a JSON string, a JSON number or null.
+func (u *UID) UnmarshalJSON(b []byte) error {
+	switch {
+	case len(b) == 0:
+		return errors.New("empty uid")
+	case b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*u = UID(s)
+		return nil
+	case string(b) == "null":
+		*u = ""
+		return nil
+	case b[0] == '-' || (b[0] >= '0' && b[0] <= '9'):
+		var n json.Number
+		if err := json.Unmarshal(b, &n); err != nil {
+			return err
+		}
+		*u = UID(n)
+		return nil
+	}
+	return errors.New("uid is neither a string nor a number")
+}
+
+// Event kinds of subscription frames and of the subscribe "event" option.
+const (
+	EventInit        = "init"
+	EventCreate      = "create"
+	EventUpdate      = "update"
+	EventDelete      = "delete"
+	EventUnsubscribe = "unsubscribe"
+)
+
+// Actions of items requests.
+const (
+	ActionCreate = "create"
+	ActionRead   = "read"
+	ActionUpdate = "update"
+	ActionDelete = "delete"
+)
+
+// Query is the Directus query of a subscription or an items request.
+//
+// Limit follows Directus except for 0: 0 leaves the limit out (the server then
+// applies QUERY_LIMIT_DEFAULT, 100 unless configured), -1 asks for every row.
+type Query struct {
+	Fields []string       `json:"fields,omitempty"`
+	Filter map[string]any `json:"filter,omitempty"`
+	Search string         `json:"search,omitempty"`
+	Sort   []string       `json:"sort,omitempty"`
+	Limit  int            `json:"-"`
+	Offset int            `json:"offset,omitempty"`
+	Page   int            `json:"page,omitempty"`
+	Meta   string         `json:"meta,omitempty"`
+	Deep   map[string]any `json:"deep,omitempty"`
+}
+
+// MarshalJSON writes limit only when it is not 0.
+func (q Query) MarshalJSON() ([]byte, error) {
+	type plain Query
+	v := struct {
+		plain
+		Limit *int `json:"limit,omitempty"`
+	}{plain: plain(q)}
+	if q.Limit != 0 {
+		v.Limit = &q.Limit
+	}
+	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads limit back into Limit.
+func (q *Query) UnmarshalJSON(b []byte) error {
+	type plain Query
+	v := struct {
+		*plain
+		Limit *int `json:"limit"`
+	}{plain: (*plain)(q)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	q.Limit = 0
+	if v.Limit != nil {
+		q.Limit = *v.Limit
+	}
+	return nil
+}
+
+// AuthMessage is the client's auth frame. Exactly one credential form should
+// be set: AccessToken, Email with Password, or RefreshToken. Its String,
+// GoString and LogValue never show the credentials.
+type AuthMessage struct {
+	AccessToken  string `json:"access_token,omitempty"`
+	Email        string `json:"email,omitempty"`
+	Password     string `json:"password,omitempty"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	UID          UID    `json:"uid,omitempty"`
+}
+
+// MarshalJSON adds "type":"auth".
+func (m AuthMessage) MarshalJSON() ([]byte, error) {
+	type plain AuthMessage
+	return json.Marshal(struct {
+		Type string `json:"type"`
+		plain
+	}{"auth", plain(m)})
+}
+
+func (m AuthMessage) form() string {
+	switch {
+	case m.AccessToken != "":
+		return "access_token"
+	case m.RefreshToken != "":
+		return "refresh_token"
+	case m.Email != "":
+		return "email"
+	}
+	return "none"
+}
+
+// String never shows the credentials.
+func (m AuthMessage) String() string { return "auth(" + m.form() + ", uid " + string(m.UID) + ")" }
+
+// GoString never shows the credentials.
+func (m AuthMessage) GoString() string { return "conn.AuthMessage{" + m.form() + ", redacted}" }
+
+// LogValue never shows the credentials.
+func (m AuthMessage) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("form", m.form()), slog.String("uid", string(m.UID)))
+}
+
+// SubscribeMessage is the client's subscribe frame.
+type SubscribeMessage struct {
+	Collection string `json:"collection"`
+	// Event limits the subscription to one action: EventCreate, EventUpdate
+	// or EventDelete. An event-only subscription's init carries no data.
+	Event string `json:"event,omitempty"`
+	// Item, a string or a number, subscribes to one item: init and update
+	// data are then objects and delete data a bare key.
+	Item  any    `json:"item,omitempty"`
+	Query *Query `json:"query,omitempty"`
+	UID   UID    `json:"uid,omitempty"`
+}
+
+// MarshalJSON adds "type":"subscribe".
+func (m SubscribeMessage) MarshalJSON() ([]byte, error) {
+	type plain SubscribeMessage
+	return json.Marshal(struct {
+		Type string `json:"type"`
+		plain
+	}{"subscribe", plain(m)})
+}
+
+// ErrUnsubscribeAll is returned when an UnsubscribeMessage without a UID is
+// sent without All: the server would drop every subscription of the
+// connection.
+var ErrUnsubscribeAll = errors.New("directus: unsubscribe without uid drops every subscription; set All to mean it")
+
+// UnsubscribeMessage is the client's unsubscribe frame. An unsubscribe
+// without uid ends every subscription on the connection, so it is only sent
+// when All is set.
+type UnsubscribeMessage struct {
+	UID UID
+	All bool
+}
+
+// MarshalJSON adds "type":"unsubscribe" and refuses a uid-less frame unless All is set.
+func (m UnsubscribeMessage) MarshalJSON() ([]byte, error) {
+	if m.UID == "" && !m.All {
+		return nil, ErrUnsubscribeAll
+	}
+	return json.Marshal(struct {
+		Type string `json:"type"`
+		UID  UID    `json:"uid,omitempty"`
+	}{"unsubscribe", m.UID})
+}
+
+// ItemsMessage is an items request (create, read, update or delete over the
+// WebSocket). Its reply is an items frame with the same uid.
+type ItemsMessage struct {
+	Collection string `json:"collection"`
+	Action     string `json:"action"`
+	Data       any    `json:"data,omitempty"`
+	ID         any    `json:"id,omitempty"`
+	IDs        []any  `json:"ids,omitempty"`
+	Query      *Query `json:"query,omitempty"`
+	UID        UID    `json:"uid,omitempty"`
+}
+
+// MarshalJSON adds "type":"items".
+func (m ItemsMessage) MarshalJSON() ([]byte, error) {
+	type plain ItemsMessage
+	return json.Marshal(struct {
+		Type string `json:"type"`
+		plain
+	}{"items", plain(m)})
+}
+
+// PingMessage asks the server for a pong with the same uid.
+type PingMessage struct {
+	UID UID `json:"uid,omitempty"`
+}
+
+// MarshalJSON adds "type":"ping".
+func (m PingMessage) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Type string `json:"type"`
+		UID  UID    `json:"uid,omitempty"`
+	}{"ping", m.UID})
+}
+
+// Frame types the server sends.
+const (
+	TypeAuth         = "auth"
+	TypeSubscription = "subscription"
+	TypeSubscribe    = "subscribe"
+	TypeUnsubscribe  = "unsubscribe"
+	TypeItems        = "items"
+	TypePing         = "ping"
+	TypePong         = "pong"
+	TypeServer       = "server"
+)
+
+// Message is one frame received from the server, decoded by DecodeMessage.
+//
+// Data and Meta are the raw JSON of the "data" and "meta" keys, nil when the
+// key is absent (an event-only subscription's init has no data). Err is set
+// for frames with "status":"error". Frames of types this package does not
+// know are decoded too and left to the caller to ignore.
+type Message struct {
+	Type   string
+	Event  string // subscription frames: init, create, update, delete, unsubscribe
+	Status string // "ok" on auth replies, "error" on error frames, "" otherwise
+	UID    UID
+	Data   json.RawMessage
+	Meta   json.RawMessage
+	Err    *ServerError
+	// RefreshToken is set on auth replies to email/password and
+	// refresh-token auth; String and LogValue never show it.
+	RefreshToken string
+	// Received is when the read loop received the frame.
+	Received time.Time
+	// Session is the ID of the Session that received the frame.
+	Session uint64
+}
+
+// String describes the frame without its data or tokens.
+func (m *Message) String() string {
+	s := m.Type
+	if m.Event != "" {
+		s += "/" + m.Event
+	}
+	if m.Status != "" {
+		s += " " + m.Status
+	}
+	if m.UID != "" {
+		s += " uid=" + string(m.UID)
+	}
+	if m.Err != nil {
+		s += " " + string(m.Err.Code)
+	}
+	return s
+}
+
+// LogValue describes the frame without its data or tokens.
+func (m *Message) LogValue() slog.Value { return slog.StringValue(m.String()) }
+
+// wireMessage holds the keys of an inbound frame as raw JSON, so that frames
+// of unknown types with unusual shapes can still be recognised and ignored
+// after a single pass over the bytes.
+type wireMessage struct {
+	Type         json.RawMessage `json:"type"`
+	Event        json.RawMessage `json:"event"`
+	Status       json.RawMessage `json:"status"`
+	UID          json.RawMessage `json:"uid"`
+	Data         json.RawMessage `json:"data"`
+	Meta         json.RawMessage `json:"meta"`
+	Error        json.RawMessage `json:"error"`
+	RefreshToken json.RawMessage `json:"refresh_token"`
+}
+
+// DecodeMessage decodes one frame. It returns a *ProtocolError for invalid
+// JSON, a value that is not an object, a missing or non-string type, and, for
+// the types of PROTOCOL.md §4, fields of the wrong shape. Frames of other
+// types are returned with only Type (and Data/Meta) set, unvalidated.
+func DecodeMessage(b []byte) (*Message, error) {
+	var w wireMessage
+	if err := json.Unmarshal(b, &w); err != nil {
+		reason := "invalid JSON"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			reason = "not a JSON object"
+		}
+		return nil, &ProtocolError{Reason: reason, Size: len(b), Err: err}
+	}
+	m := &Message{Data: nullToNil(w.Data), Meta: nullToNil(w.Meta)}
+	if w.Type == nil {
+		return nil, &ProtocolError{Reason: "frame has no type", Size: len(b)}
+	}
+	if err := json.Unmarshal(w.Type, &m.Type); err != nil {
+		return nil, &ProtocolError{Reason: "type is not a string", Size: len(b)}
+	}
+	switch m.Type {
+	case TypeAuth, TypeSubscription, TypeSubscribe, TypeUnsubscribe, TypeItems, TypePing, TypePong, TypeServer:
+	default:
+		return m, nil
+	}
+	bad := func(field string, err error) (*Message, error) {
+		return nil, &ProtocolError{Reason: field + " has the wrong shape", Type: m.Type, Size: len(b), Err: err}
+	}
+	if err := optionalString(w.Event, &m.Event); err != nil {
+		return bad("event", err)
+	}
+	if err := optionalString(w.Status, &m.Status); err != nil {
+		return bad("status", err)
+	}
+	if err := optionalString(w.RefreshToken, &m.RefreshToken); err != nil {
+		return bad("refresh_token", err)
+	}
+	if w.UID != nil {
+		if err := m.UID.UnmarshalJSON(w.UID); err != nil {
+			return bad("uid", err)
+		}
+	}
+	if m.Type == TypeSubscription && m.Event == "" {
+		return nil, &ProtocolError{Reason: "subscription frame without event", Type: m.Type, Size: len(b)}
+	}
+	if m.Status == "error" {
+		var e struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		}
+		if w.Error == nil || string(w.Error) == "null" {
+			return nil, &ProtocolError{Reason: "error frame without error object", Type: m.Type, Size: len(b)}
+		}
+		if err := json.Unmarshal(w.Error, &e); err != nil {
+			return bad("error", err)
+		}
+		m.Err = &ServerError{Type: m.Type, Code: Code(e.Code), Message: e.Message, UID: m.UID}
+	}
+	return m, nil
+}
+
+func optionalString(raw json.RawMessage, dst *string) error {
+	if raw == nil || string(raw) == "null" {
+		return nil
+	}
+	if raw[0] != '"' {
+		return fmt.Errorf("expected a string")
+	}
+	return json.Unmarshal(raw, dst)
+}
+
+func nullToNil(raw json.RawMessage) json.RawMessage {
+	if string(raw) == "null" {
+		return nil
+	}
+	return raw
+}

@@ -1,0 +1,472 @@
+package conn
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Session is one physical WebSocket connection of a Conn. A Conn replaces its
+// session after every reconnect; a Session handle stays valid (its methods
+// fail with ErrConnectionLost) once it has ended. OnConnect receives the new
+// session so that frames sent while restoring state go to that session and
+// no other. All methods are safe for concurrent use.
+type Session struct {
+	c   *Conn
+	id  uint64
+	ws  *websocket.Conn
+	log *slog.Logger
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	out    chan []byte // frames for the writer
+	urgent chan []byte // pongs answering server pings, written first
+
+	mu         sync.Mutex
+	pending    map[UID]*pendingRequest
+	handshake  *pendingRequest // the handshake auth, whose failure reply has no uid
+	holding    bool            // subscription frames are held back …
+	held       []*Message      // … here, until release
+	authedAt   time.Time
+	expiredSig chan struct{} // TOKEN_EXPIRED seen (cap 1)
+
+	lastRecv atomic.Int64 // unix nanos of the last frame received
+
+	// closing is the cause given to close, set before the close handshake
+	// so that the read loop's error does not take its place.
+	closing atomic.Pointer[error]
+
+	wg sync.WaitGroup
+}
+
+type pendingRequest struct {
+	replyType string
+	reply     chan *Message // cap 1
+}
+
+// ID numbers the sessions of a Conn from 1; each reconnect gets a new ID.
+func (s *Session) ID() uint64 { return s.id }
+
+// Context is canceled when the session ends; context.Cause tells why.
+func (s *Session) Context() context.Context { return s.ctx }
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
+
+// Err returns why the session ended, or nil while it is up.
+func (s *Session) Err() error {
+	if s.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(s.ctx)
+}
+
+func newSession(c *Conn, id uint64, ws *websocket.Conn) *Session {
+	// Not derived from the Conn's context: Close ends the session through
+	// the supervisor, with a close frame, rather than by cancellation.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	s := &Session{
+		c:          c,
+		id:         id,
+		ws:         ws,
+		log:        c.log.With("session", id),
+		ctx:        ctx,
+		cancel:     cancel,
+		out:        make(chan []byte, c.cfg.SendQueue),
+		urgent:     make(chan []byte, 4),
+		pending:    make(map[UID]*pendingRequest),
+		holding:    true,
+		expiredSig: make(chan struct{}, 1),
+	}
+	s.lastRecv.Store(time.Now().UnixNano())
+	if c.cfg.ReadLimit < 0 {
+		ws.SetReadLimit(-1)
+	} else {
+		ws.SetReadLimit(c.cfg.ReadLimit)
+	}
+	s.wg.Add(2)
+	go s.readLoop()
+	go s.writeLoop()
+	return s
+}
+
+// end stops the session with cause; it is idempotent and does not wait.
+func (s *Session) end(cause error) {
+	s.cancel(cause)
+}
+
+// wait waits until every goroutine of the session has returned.
+func (s *Session) wait() {
+	s.wg.Wait()
+}
+
+// Send marshals v (one of the *Message types of this package, or any value
+// that marshals to a JSON object with a "type") and queues it for writing on
+// this session. It returns once the frame is queued, not written.
+func (s *Session) Send(ctx context.Context, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return s.sendRaw(ctx, b)
+}
+
+func (s *Session) sendRaw(ctx context.Context, b []byte) error {
+	if s.ctx.Err() != nil {
+		return s.lostErr()
+	}
+	select {
+	case s.out <- b:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.ctx.Done():
+		return s.lostErr()
+	}
+}
+
+func (s *Session) lostErr() error {
+	cause := context.Cause(s.ctx)
+	if errors.Is(cause, ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("%w: %w", ErrConnectionLost, cause)
+}
+
+// request sends a frame with a fresh uid and waits for the reply of
+// replyType with that uid. A server error reply is returned as *ServerError
+// together with the message.
+func (s *Session) request(ctx context.Context, replyType string, build func(UID) any) (*Message, error) {
+	ctx, cancel := s.c.requestContext(ctx)
+	defer cancel()
+	if err := s.c.pendingSlots.Acquire(ctx, 1); err != nil {
+		return nil, s.c.timeoutErr(ctx, err)
+	}
+	defer s.c.pendingSlots.Release(1)
+
+	uid := s.c.nextUID()
+	p := &pendingRequest{replyType: replyType, reply: make(chan *Message, 1)}
+	s.mu.Lock()
+	s.pending[uid] = p
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, uid)
+		s.mu.Unlock()
+	}()
+	return s.await(ctx, p, build(uid))
+}
+
+// handshakeAuth sends the first auth frame. Directus answers a failed
+// handshake without the uid, so the reply is matched by position too.
+func (s *Session) handshakeAuth(ctx context.Context, msg AuthMessage) (*Message, error) {
+	msg.UID = s.c.nextUID()
+	p := &pendingRequest{replyType: TypeAuth, reply: make(chan *Message, 1)}
+	s.mu.Lock()
+	s.pending[msg.UID] = p
+	s.handshake = p
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending, msg.UID)
+		s.handshake = nil
+		s.mu.Unlock()
+	}()
+	return s.await(ctx, p, msg)
+}
+
+func (s *Session) await(ctx context.Context, p *pendingRequest, frame any) (*Message, error) {
+	if err := s.Send(ctx, frame); err != nil {
+		return nil, s.c.timeoutErr(ctx, err)
+	}
+	select {
+	case m := <-p.reply:
+		if m.Err != nil {
+			return m, m.Err
+		}
+		return m, nil
+	case <-ctx.Done():
+		return nil, s.c.timeoutErr(ctx, ctx.Err())
+	case <-s.ctx.Done():
+		return nil, s.lostErr()
+	}
+}
+
+// resolve hands a reply to its pending request; it reports false when no
+// request waits for it.
+func (s *Session) resolve(m *Message) bool {
+	s.mu.Lock()
+	var p *pendingRequest
+	if m.UID != "" {
+		p = s.pending[m.UID]
+	} else if m.Type == TypeAuth {
+		p = s.handshake
+	}
+	s.mu.Unlock()
+	if p == nil || p.replyType != m.Type {
+		return false
+	}
+	select {
+	case p.reply <- m:
+	default: // a duplicate reply; the first one counts
+	}
+	return true
+}
+
+// hold makes the read loop keep subscription frames until release.
+func (s *Session) hold() {
+	s.mu.Lock()
+	s.holding = true
+	s.mu.Unlock()
+}
+
+// release delivers the held frames in order and lets later ones through.
+// Holding the lock while delivering keeps them ahead of frames the read loop
+// receives meanwhile.
+func (s *Session) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range s.held {
+		s.c.deliver(m)
+	}
+	s.held = nil
+	s.holding = false
+}
+
+func (s *Session) readLoop() {
+	defer s.wg.Done()
+	for {
+		_, b, err := s.ws.Read(s.ctx)
+		if err != nil {
+			s.end(s.readError(err))
+			return
+		}
+		now := time.Now()
+		s.lastRecv.Store(now.UnixNano())
+		m, err := DecodeMessage(b)
+		if err != nil {
+			s.log.Warn("unusable frame", "err", err)
+			s.c.reportError(err)
+			continue
+		}
+		m.Received = now
+		m.Session = s.id
+		s.dispatch(m)
+	}
+}
+
+func (s *Session) readError(err error) error {
+	if cause := context.Cause(s.ctx); cause != nil {
+		return cause
+	}
+	if p := s.closing.Load(); p != nil {
+		return *p
+	}
+	if errors.Is(err, websocket.ErrMessageTooBig) {
+		return fmt.Errorf("%w (limit %d bytes)", ErrFrameTooLarge, s.c.cfg.ReadLimit)
+	}
+	if status := websocket.CloseStatus(err); status != -1 {
+		return &CloseError{Code: int(status), Reason: closeReason(err)}
+	}
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+		return &CloseError{Code: int(websocket.StatusAbnormalClosure)}
+	}
+	return fmt.Errorf("directus: read: %w", err)
+}
+
+func closeReason(err error) string {
+	var ce websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Reason
+	}
+	return ""
+}
+
+// dispatch routes one decoded frame. Routing is by type first: the server's
+// request replies and subscription frames have separate types, so a
+// subscription uid may equal a request uid without confusion.
+func (s *Session) dispatch(m *Message) {
+	switch m.Type {
+	case TypePing:
+		s.answerPing()
+	case TypePong:
+		s.resolve(m) // unmatched pongs (heartbeat) only count as activity
+	case TypeAuth:
+		if s.resolve(m) {
+			return
+		}
+		if m.Err != nil {
+			if m.Err.Code == CodeTokenExpired {
+				// Frames after expiry are held until re-auth and the
+				// OnConnect hook, like those of a new session.
+				s.hold()
+				select {
+				case s.expiredSig <- struct{}{}:
+				default:
+				}
+			}
+			s.c.reportError(m.Err)
+		}
+	case TypeItems:
+		if !s.resolve(m) && m.Err != nil {
+			s.c.reportError(m.Err)
+		}
+	case TypeSubscription:
+		s.deliverSubscription(m)
+	case TypeSubscribe, TypeUnsubscribe:
+		if m.Err != nil && m.UID == "" {
+			s.c.reportError(m.Err)
+			return
+		}
+		s.deliverSubscription(m)
+	case TypeServer:
+		if m.Err != nil {
+			s.c.reportError(m.Err)
+		}
+	default:
+		s.log.Debug("ignoring frame of unknown type", "type", m.Type)
+	}
+}
+
+func (s *Session) deliverSubscription(m *Message) {
+	s.mu.Lock()
+	if s.holding {
+		s.held = append(s.held, m)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.c.deliver(m)
+}
+
+var pongFrame = []byte(`{"type":"pong"}`)
+
+// answerPing queues a pong ahead of other frames. Directus closes a
+// connection that sends nothing within a heartbeat period after its ping.
+func (s *Session) answerPing() {
+	select {
+	case s.urgent <- pongFrame:
+	default: // a pong is already waiting; one answers the ping
+	}
+}
+
+func (s *Session) writeLoop() {
+	defer s.wg.Done()
+	for {
+		var b []byte
+		select {
+		case b = <-s.urgent:
+		default:
+			select {
+			case b = <-s.urgent:
+			case b = <-s.out:
+			case <-s.ctx.Done():
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, s.c.cfg.WriteTimeout)
+		err := s.ws.Write(ctx, websocket.MessageText, b)
+		cancel()
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.end(fmt.Errorf("directus: write: %w", err))
+			}
+			return
+		}
+	}
+}
+
+// heartbeat sends a JSON ping after PingInterval of silence and ends the
+// session if nothing at all arrives within PingTimeout after it. It starts
+// after authentication: in handshake mode a ping as first frame would fail
+// the handshake.
+func (s *Session) heartbeat() {
+	defer s.wg.Done()
+	interval, timeout := s.c.cfg.PingInterval, s.c.cfg.PingTimeout
+	tick := max(min(interval, timeout)/4, 5*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var pingSent time.Time
+	var seq uint64
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			last := time.Unix(0, s.lastRecv.Load())
+			switch {
+			case !pingSent.IsZero() && last.After(pingSent):
+				pingSent = time.Time{}
+			case !pingSent.IsZero():
+				if now.Sub(pingSent) >= timeout {
+					s.log.Warn("server silent; dropping the session", "silent_for", now.Sub(last).Round(time.Millisecond))
+					s.end(ErrHeartbeatTimeout)
+					return
+				}
+			case now.Sub(last) >= interval:
+				seq++
+				if err := s.Send(s.ctx, PingMessage{UID: UID(fmt.Sprintf("hb-%d", seq))}); err != nil {
+					return
+				}
+				pingSent = now
+			}
+		}
+	}
+}
+
+func (s *Session) startHeartbeat() {
+	if s.c.cfg.PingInterval < 0 {
+		return
+	}
+	s.wg.Add(1)
+	go s.heartbeat()
+}
+
+// close ends the session politely (close frame 1000) when it is still up,
+// waiting at most closeWait for the server's answer.
+func (s *Session) close(cause error) {
+	s.closing.CompareAndSwap(nil, &cause)
+	if s.ctx.Err() == nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = s.ws.Close(websocket.StatusNormalClosure, "")
+		}()
+		select {
+		case <-done:
+		case <-time.After(closeWait):
+			_ = s.ws.CloseNow()
+			<-done
+		}
+	}
+	s.end(cause)
+	_ = s.ws.CloseNow()
+}
+
+// closeWait bounds the close handshake in Close.
+const closeWait = time.Second
+
+// CloseError reports that the WebSocket closed. Code 1005 is what Directus
+// sends when it closes a connection itself (handshake failure, AUTH_TIMEOUT,
+// heartbeat timeout) and 1006 an abrupt end (a crash or SIGTERM).
+type CloseError struct {
+	Code   int
+	Reason string
+}
+
+func (e *CloseError) Error() string {
+	s := fmt.Sprintf("directus: connection closed with code %d", e.Code)
+	if e.Reason != "" {
+		s += ": " + e.Reason
+	}
+	return s
+}

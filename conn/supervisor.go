@@ -1,0 +1,295 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// run is the supervisor: the one goroutine that opens sessions, runs the
+// OnConnect hook, re-authenticates and reconnects. Everything that changes
+// which session is current happens here, in order.
+func (c *Conn) run() {
+	defer close(c.done)
+	var (
+		step     int // backoff step; reset after a healthy session
+		failures int // consecutive failed attempts, for MaxAttempts
+		wait     time.Duration
+		reason   = ReasonConnected
+		everUp   bool
+	)
+	for {
+		if wait > 0 && !c.pause(wait) {
+			c.firstResult(ErrClosed)
+			return
+		}
+		s, jwtExp, err := c.open()
+		if err != nil {
+			if c.ctx.Err() != nil {
+				c.firstResult(ErrClosed)
+				return
+			}
+			c.setLastError(err)
+			if !everUp && isFatalOnFirstConnect(err) {
+				c.firstResult(err)
+				return
+			}
+			failures++
+			c.log.Warn("connect attempt failed", "attempt", failures, "err", err)
+			c.reportError(fmt.Errorf("directus: connect attempt %d failed: %w", failures, err))
+			if limit := c.cfg.Backoff.MaxAttempts; limit > 0 && failures >= limit {
+				c.firstResult(err)
+				c.setState(StateClosed, err)
+				c.cancel()
+				return
+			}
+			wait = c.cfg.Backoff.Delay(step)
+			step++
+			continue
+		}
+		failures = 0
+		// A Reconnect asked for while dialing is answered by this session.
+		select {
+		case <-c.reconnectCh:
+		default:
+		}
+		c.install(s)
+		c.runHook(s, reason)
+		s.release()
+		c.setState(StateConnected, nil)
+		c.firstResult(nil)
+		everUp = true
+		up := time.Now()
+
+		requested := c.serve(s, jwtExp)
+		s.wait()
+		c.uninstall(s)
+		cause := s.Err()
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.log.Info("session lost", "session", s.id, "err", cause)
+		c.setState(StateReconnecting, cause)
+		reason = ReasonReconnected
+		if time.Since(up) >= c.cfg.Backoff.ResetAfter {
+			step = 0
+		}
+		if requested {
+			wait = 0
+			continue
+		}
+		wait = c.cfg.Backoff.Delay(step)
+		step++
+	}
+}
+
+// pause waits d; Reconnect cuts it short. It reports false when the Conn
+// was closed meanwhile.
+func (c *Conn) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.reconnectCh:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// open dials and authenticates one session.
+func (c *Conn) open() (*Session, time.Time, error) {
+	ws, upgradeExp, err := c.dial()
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	s := newSession(c, c.sessionSeq.Add(1), ws)
+	jwtExp := upgradeExp
+	s.mu.Lock()
+	s.authedAt = time.Now()
+	s.mu.Unlock()
+	mode := c.cfg.Auth.mode()
+	if mode == AuthHandshake || (mode == AuthPublic && c.cfg.Auth.hasCredentials()) {
+		jwtExp, err = c.authenticate(s, true)
+		if err != nil {
+			s.close(err)
+			s.wait()
+			return nil, time.Time{}, err
+		}
+	}
+	s.startHeartbeat()
+	return s, jwtExp, nil
+}
+
+// dial performs the upgrade. In strict mode the access token goes in the URL,
+// so every error is built without it.
+func (c *Conn) dial() (*websocket.Conn, time.Time, error) {
+	u := *c.wsURL
+	var secret string
+	var exp time.Time
+	if c.cfg.Auth.mode() == AuthStrict {
+		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AuthTimeout)
+		tok, e, err := c.creds.upgradeToken(ctx)
+		cancel()
+		if err != nil {
+			return nil, exp, fmt.Errorf("directus: token source: %w", err)
+		}
+		secret, exp = tok, e
+		q := u.Query()
+		q.Set("access_token", tok)
+		u.RawQuery = q.Encode()
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.DialTimeout)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
+		HTTPClient: c.cfg.HTTPClient,
+		HTTPHeader: c.cfg.Header,
+	})
+	if err != nil {
+		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
+			return nil, exp, &UpgradeError{StatusCode: resp.StatusCode}
+		}
+		return nil, exp, newDialError(c.wsURL.String(), err, secret)
+	}
+	return ws, exp, nil
+}
+
+// authenticate sends an auth frame on s and records the outcome. handshake
+// selects the handshake matching (its failure reply has no uid).
+func (c *Conn) authenticate(s *Session, handshake bool) (jwtExp time.Time, err error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.AuthTimeout)
+	defer cancel()
+	msg, exp, ok, err := c.creds.next(ctx)
+	if err != nil {
+		return exp, fmt.Errorf("directus: token source: %w", err)
+	}
+	if !ok {
+		return exp, &ConfigError{Field: "Auth", Reason: "no credential to authenticate with"}
+	}
+	var reply *Message
+	if handshake {
+		reply, err = s.handshakeAuth(ctx, msg)
+	} else {
+		reply, err = s.request(ctx, TypeAuth, func(uid UID) any {
+			msg.UID = uid
+			return msg
+		})
+	}
+	if err != nil {
+		if errors.Is(err, ErrAuthFailed) {
+			c.creds.rejected(msg)
+		}
+		return exp, err
+	}
+	s.mu.Lock()
+	s.authedAt = time.Now()
+	s.mu.Unlock()
+	if rotated := c.creds.accepted(msg, reply); rotated != "" {
+		if f := c.cfg.OnRefreshToken; f != nil {
+			c.notify.post(func() { f(rotated) })
+		}
+	}
+	c.log.Debug("authenticated", "session", s.id, "form", msg.form())
+	return exp, nil
+}
+
+// serve watches a live session until it ends: it re-authenticates on
+// TOKEN_EXPIRED and before a known expiry, and ends the session on Close
+// and Reconnect. It reports whether Reconnect asked for the end.
+func (c *Conn) serve(s *Session, jwtExp time.Time) (reconnectRequested bool) {
+	refresh := time.NewTimer(time.Hour)
+	refresh.Stop()
+	defer refresh.Stop()
+	schedule := func(exp time.Time) {
+		s.mu.Lock()
+		authedAt := s.authedAt
+		s.mu.Unlock()
+		if at := c.creds.refreshAt(authedAt, exp); !at.IsZero() {
+			refresh.Reset(time.Until(at))
+		}
+	}
+	schedule(jwtExp)
+	for {
+		select {
+		case <-s.ctx.Done():
+			return false
+		case <-c.ctx.Done():
+			s.close(ErrClosed)
+			return false
+		case <-c.reconnectCh:
+			s.close(errReconnectRequested)
+			return true
+		case <-s.expiredSig:
+			s.mu.Lock()
+			lived := time.Since(s.authedAt)
+			s.mu.Unlock()
+			if jwtExp.IsZero() {
+				c.creds.learnTTL(lived)
+			}
+			exp, err := c.authenticate(s, false)
+			if err != nil {
+				c.reportError(fmt.Errorf("directus: re-authentication after TOKEN_EXPIRED failed: %w", err))
+				s.close(err)
+				return false
+			}
+			jwtExp = exp
+			c.runHook(s, ReasonReauthenticated)
+			s.release()
+			schedule(exp)
+		case <-refresh.C:
+			exp, err := c.authenticate(s, false)
+			if err != nil {
+				c.reportError(fmt.Errorf("directus: token refresh failed: %w", err))
+				s.close(err)
+				return false
+			}
+			jwtExp = exp
+			schedule(exp)
+		}
+	}
+}
+
+func (c *Conn) runHook(s *Session, reason ConnectReason) {
+	if f := c.cfg.OnConnect; f != nil {
+		f(s, reason)
+	}
+}
+
+// DialError reports a failed dial (connection refused, DNS, TLS, timeout).
+// Its text never contains the access token of a strict-mode URL; errors.Is
+// and errors.As reach the network error and context errors underneath.
+type DialError struct {
+	URL    string // the endpoint, without credentials
+	msg    string
+	causes []error
+}
+
+func (e *DialError) Error() string   { return "directus: dial " + e.URL + ": " + e.msg }
+func (e *DialError) Unwrap() []error { return e.causes }
+
+func newDialError(endpoint string, err error, secret string) *DialError {
+	msg := err.Error()
+	if secret != "" {
+		msg = strings.ReplaceAll(msg, secret, "REDACTED")
+	}
+	// The chain of err holds the URL with the token in url.Error; expose
+	// only the parts that carry none.
+	var causes []error
+	var op *net.OpError
+	if errors.As(err, &op) {
+		causes = append(causes, op)
+	}
+	for _, target := range []error{context.DeadlineExceeded, context.Canceled} {
+		if errors.Is(err, target) {
+			causes = append(causes, target)
+		}
+	}
+	return &DialError{URL: endpoint, msg: msg, causes: causes}
+}
