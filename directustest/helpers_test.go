@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -284,4 +283,4 @@ func waitConns(t testing.TB, srv *directustest.Server, n int) {
 	}
 }
 
-var errTimeout = errors.New("timeout")
+func contains(b []byte, sub string) bool { return strings.Contains(string(b), sub) }
