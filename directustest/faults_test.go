@@ -234,7 +234,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}()
 	jwt, _ := srv.IssueToken(directustest.AdminEmail, time.Hour)
 	withJWT := mustDial(t, srv.WebSocketURL()+"?access_token="+jwt) // arms an expiry timer
-	srv.RefuseConnections(time.Hour)                      // arms the reopen timer
+	srv.RefuseConnections(time.Hour)                                // arms the reopen timer
 	srv.SetFrameDelay(time.Hour)
 	c.send(`{"type":"ping"}`) // a frame held by the delay
 	srv.Close()

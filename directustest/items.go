@@ -2,6 +2,7 @@ package directustest
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 )
 
@@ -151,7 +152,7 @@ func (s *Server) handleItemsLocked(c *wsConn, m *inMsg) {
 // dispatched and the returned data is nil.
 func (s *Server) runItemsLocked(u *user, req *itemsRequest, replyFirst func([]byte)) (data, meta []byte, err *dxError) {
 	if strings.HasPrefix(req.collection, "directus_") {
-		return nil, nil, newError(403, codeInvalidCollection, msgSystemCollection)
+		return nil, nil, newError(http.StatusForbidden, codeInvalidCollection, msgSystemCollection)
 	}
 	coll, ok := s.colls[req.collection]
 	if !ok {

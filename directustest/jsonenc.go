@@ -170,8 +170,9 @@ func normalizeNumber(lit string) any {
 		return i
 	}
 	f, err := strconv.ParseFloat(lit, 64)
-	if err != nil {
-		return lit
+	if err != nil || math.IsInf(f, 0) {
+		// JSON.parse gives Infinity, which JSON.stringify writes as null.
+		return nil
 	}
 	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
 		return int64(f)

@@ -84,9 +84,11 @@ type Options struct {
 	// Logger receives debug and error logs. nil means silent. Tokens and
 	// passwords are never logged.
 	Logger *slog.Logger
-	// OnFrame, when set, is called synchronously for every WebSocket frame
-	// the server reads (Inbound) or writes. It must be fast and must not call
-	// back into the Server.
+	// OnFrame, when set, is called synchronously for every WebSocket data
+	// frame the server reads (Inbound) or writes, on that connection's reader
+	// or writer goroutine with no lock held. It must be fast and must not
+	// call Close, Stop, Restart or DropConnections (they wait for those
+	// goroutines). Frames lost to Stall are not reported.
 	OnFrame func(Frame)
 }
 

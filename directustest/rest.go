@@ -266,7 +266,7 @@ func (s *Server) restGetOne(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) restCreate(w http.ResponseWriter, r *http.Request) {
-	body, has, berr := readBody(r)
+	body, _, berr := readBody(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u, coll, cq, err := s.restPrepareLocked(r, permCreate)
@@ -290,7 +290,6 @@ func (s *Server) restCreate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	default:
-		_ = has
 		writeError(w, errInvalidPayload("Invalid payload. Expected an object or an array of objects."))
 		return
 	}
