@@ -19,25 +19,65 @@ const maxBody = 64 << 20
 
 func (s *Server) restHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /items/{collection}", s.restList)
-	mux.HandleFunc("GET /items/{collection}/{id}", s.restGetOne)
-	mux.HandleFunc("POST /items/{collection}", s.restCreate)
-	mux.HandleFunc("PATCH /items/{collection}", s.restUpdateMany)
-	mux.HandleFunc("PATCH /items/{collection}/{id}", s.restUpdateOne)
-	mux.HandleFunc("DELETE /items/{collection}", s.restDeleteMany)
-	mux.HandleFunc("DELETE /items/{collection}/{id}", s.restDeleteOne)
+	mux.HandleFunc("GET /items/{collection}", buffered(s.restList))
+	mux.HandleFunc("GET /items/{collection}/{id}", buffered(s.restGetOne))
+	mux.HandleFunc("POST /items/{collection}", buffered(s.restCreate))
+	mux.HandleFunc("PATCH /items/{collection}", buffered(s.restUpdateMany))
+	mux.HandleFunc("PATCH /items/{collection}/{id}", buffered(s.restUpdateOne))
+	mux.HandleFunc("DELETE /items/{collection}", buffered(s.restDeleteMany))
+	mux.HandleFunc("DELETE /items/{collection}/{id}", buffered(s.restDeleteOne))
 	mux.HandleFunc("GET /server/ping", s.restPing)
-	mux.HandleFunc("GET /server/info", s.restInfo)
-	mux.HandleFunc("GET /server/health", s.restHealth)
-	mux.HandleFunc("POST /auth/login", s.restLogin)
-	mux.HandleFunc("POST /auth/refresh", s.restRefresh)
-	mux.HandleFunc("POST /auth/logout", s.restLogout)
+	mux.HandleFunc("GET /server/info", buffered(s.restInfo))
+	mux.HandleFunc("GET /server/health", buffered(s.restHealth))
+	mux.HandleFunc("POST /auth/login", buffered(s.restLogin))
+	mux.HandleFunc("POST /auth/refresh", buffered(s.restRefresh))
+	mux.HandleFunc("POST /auth/logout", buffered(s.restLogout))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, []byte(`{"errors":[{"message":`+
 			string(appendJSONString(nil, "Route "+r.URL.Path+" doesn't exist."))+
 			`,"extensions":{"path":`+string(appendJSONString(nil, r.URL.Path))+`,"code":"`+codeRouteNotFound+`"}}]}`))
 	})
 	return mux
+}
+
+// buffered runs h against an in-memory response and sends it afterwards:
+// handlers build their response under Server.mu, and a slow HTTP client
+// must not hold that lock while the response is written.
+func buffered(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		b := &bufferedResponse{header: http.Header{}}
+		h(b, r)
+		for k, v := range b.header {
+			w.Header()[k] = v
+		}
+		if b.status == 0 {
+			b.status = http.StatusOK
+		}
+		w.WriteHeader(b.status)
+		_, _ = w.Write(b.body)
+	}
+}
+
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (b *bufferedResponse) Header() http.Header { return b.header }
+
+func (b *bufferedResponse) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *bufferedResponse) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	b.body = append(b.body, p...)
+	return len(p), nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
