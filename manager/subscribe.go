@@ -1,0 +1,325 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/handlers"
+)
+
+// serverSub is one subscription on the server, shared by every local
+// subscription with the same collection, query, item and event. All fields
+// are guarded by Manager.mu.
+type serverSub struct {
+	key       string
+	msg       conn.SubscribeMessage // without uid
+	eventOnly bool
+	locals    []*Subscription
+
+	// wireUID is the uid of the last subscribe frame sent; each attempt
+	// gets a new one, never reused, so frames of a replaced attempt are
+	// recognised and dropped.
+	wireUID  conn.UID
+	awaiting bool // subscribe sent on the current session, init not received
+	attempt  uint64
+	timer    *time.Timer
+}
+
+func (ss *serverSub) stopTimer() {
+	if ss.timer != nil {
+		ss.timer.Stop()
+		ss.timer = nil
+	}
+}
+
+// Subscribe subscribes and returns once the server's init arrived (or, for
+// an event-only subscription that joins an existing one, at once), bounded
+// by ctx. The handler then receives the init and every later event in
+// order. A subscription that is not Persistent ends when ctx is done.
+//
+// If opts.UID names a live subscription, no server subscription is made and
+// h is not attached: Subscribe waits for that subscription's first init like
+// its own caller and returns it with a *DuplicateError.
+//
+// A failed Subscribe leaves nothing behind. The server's refusal is returned
+// as *conn.ServerError carrying the local uid.
+func (m *Manager) Subscribe(ctx context.Context, opts SubscribeOptions, h handlers.Handler) (*Subscription, error) {
+	return m.subscribe(ctx, opts, h, nil)
+}
+
+func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handlers.Handler, scope *Scope) (*Subscription, error) {
+	if h == nil {
+		return nil, &OptionsError{Field: "handler", Reason: "nil"}
+	}
+	msg, err := opts.message()
+	if err != nil {
+		return nil, err
+	}
+	key := specKey(msg)
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
+	uid := opts.UID
+	if uid == "" {
+		m.autoSeq++
+		uid = opts.Collection + "#" + strconv.FormatUint(m.autoSeq, 10)
+	}
+	if existing := m.locals[uid]; existing != nil {
+		m.mu.Unlock()
+		if err := existing.waitReady(ctx); err != nil {
+			return nil, err
+		}
+		return existing, &DuplicateError{UID: uid}
+	}
+	s := &Subscription{
+		m: m, uid: uid, opts: opts, handler: h, item: msg.Item != nil, created: time.Now(), scope: scope,
+		ready: make(chan struct{}), done: make(chan struct{}), initSig: make(chan struct{}),
+	}
+	m.createSeq++
+	s.seq = m.createSeq
+	s.queueSize = opts.QueueSize
+	if s.queueSize <= 0 {
+		s.queueSize = m.opts.QueueSize
+	}
+	s.opts.UID = uid
+	if scope != nil {
+		s.opts.Persistent = false
+	}
+	m.locals[uid] = s
+	ss := m.servers[key]
+	fresh := ss == nil
+	if fresh {
+		ss = &serverSub{key: key, msg: msg, eventOnly: msg.Event != ""}
+		m.servers[key] = ss
+	}
+	ss.locals = append(ss.locals, s)
+	s.ss = ss
+	switch {
+	case fresh:
+		m.sendSubscribeLocked(ss)
+	case ss.awaiting:
+		// An init is on its way; it is this subscription's first.
+	case ss.eventOnly:
+		// Nothing to read: the event-only init carries no data.
+		s.deliverInit(s.event(handlers.KindInit, nil, nil, time.Now()))
+	default:
+		// A fresh init serves the newcomer; those already there get it as
+		// a resync, which replaces their state with the same rows.
+		m.resyncLocked(ss, false)
+	}
+	m.mu.Unlock()
+
+	if err := s.waitReady(ctx); err != nil {
+		_ = m.end(s, err)
+		return nil, err
+	}
+	if scope != nil {
+		if !scope.add(s) {
+			_ = m.end(s, ErrUnsubscribed)
+			return nil, ErrUnsubscribed
+		}
+	} else if !opts.Persistent {
+		s.bind(ctx)
+	}
+	return s, nil
+}
+
+// waitReady waits for the first init or the failure of the subscription.
+func (s *Subscription) waitReady(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return s.readyErr
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// bind ends the subscription when ctx is done.
+func (s *Subscription) bind(ctx context.Context) {
+	stop := context.AfterFunc(ctx, func() { _ = s.m.end(s, context.Cause(ctx)) })
+	s.dmu.Lock()
+	s.stopScoped = stop
+	s.dmu.Unlock()
+}
+
+func (s *Subscription) unbind() {
+	s.dmu.Lock()
+	stop := s.stopScoped
+	s.stopScoped = nil
+	s.dmu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// message checks the options and builds the subscribe frame (without uid).
+func (o SubscribeOptions) message() (conn.SubscribeMessage, error) {
+	msg := conn.SubscribeMessage{Collection: o.Collection, Event: o.Event, Query: o.Query}
+	if o.Collection == "" {
+		return msg, &OptionsError{Field: "Collection", Reason: "required"}
+	}
+	switch o.Event {
+	case "", conn.EventCreate, conn.EventUpdate, conn.EventDelete:
+	default:
+		return msg, &OptionsError{Field: "Event", Reason: "must be create, update or delete"}
+	}
+	switch item := o.Item.(type) {
+	case nil:
+	case string:
+		msg.Item = item
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, json.Number:
+		msg.Item = item
+	case float64:
+		if item != math.Trunc(item) || math.IsInf(item, 0) {
+			return msg, &OptionsError{Field: "Item", Reason: "a number key must be an integer"}
+		}
+		msg.Item = item
+	default:
+		return msg, &OptionsError{Field: "Item", Reason: "must be a string or an integer"}
+	}
+	if o.Query != nil {
+		if _, err := json.Marshal(o.Query); err != nil {
+			return msg, &OptionsError{Field: "Query", Reason: err.Error()}
+		}
+	}
+	return msg, nil
+}
+
+// specKey identifies identical subscriptions. encoding/json sorts map keys,
+// so equal queries give equal keys.
+func specKey(msg conn.SubscribeMessage) string {
+	b, _ := json.Marshal(msg)
+	return string(b)
+}
+
+// Unsubscribe ends the subscription with this uid, persistent or not.
+func (m *Manager) Unsubscribe(uid string) error {
+	m.mu.Lock()
+	s := m.locals[uid]
+	m.mu.Unlock()
+	if s == nil {
+		return ErrNotFound
+	}
+	return m.end(s, ErrUnsubscribed)
+}
+
+// UnsubscribeCollection ends the non-persistent subscriptions of a
+// collection and returns how many it ended.
+func (m *Manager) UnsubscribeCollection(collection string) int {
+	return m.endWhere(func(s *Subscription) bool { return !s.opts.Persistent && s.opts.Collection == collection })
+}
+
+// UnsubscribeAll ends every non-persistent subscription and returns how
+// many it ended. Persistent ones end only with Unsubscribe(uid) or Close.
+func (m *Manager) UnsubscribeAll() int {
+	return m.endWhere(func(s *Subscription) bool { return !s.opts.Persistent })
+}
+
+func (m *Manager) endWhere(match func(*Subscription) bool) int {
+	m.mu.Lock()
+	var victims []*Subscription
+	for _, s := range m.locals {
+		if match(s) {
+			victims = append(victims, s)
+		}
+	}
+	m.mu.Unlock()
+	n := 0
+	for _, s := range victims {
+		if m.end(s, ErrUnsubscribed) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// end removes s from the registry, and its server subscription when s was
+// the last one on it.
+func (m *Manager) end(s *Subscription, cause error) error {
+	m.mu.Lock()
+	if m.locals[s.uid] != s {
+		m.mu.Unlock()
+		return ErrNotFound
+	}
+	delete(m.locals, s.uid)
+	m.detachLocked(s)
+	m.mu.Unlock()
+	s.unbind()
+	if s.scope != nil {
+		s.scope.remove(s)
+	}
+	if !s.finish(cause) {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// detachLocked takes s off its server subscription and unsubscribes that
+// one from the server when nobody is left on it.
+func (m *Manager) detachLocked(s *Subscription) {
+	ss := s.ss
+	if ss == nil {
+		return
+	}
+	s.ss = nil
+	for i, l := range ss.locals {
+		if l == s {
+			last := len(ss.locals) - 1
+			ss.locals[i] = ss.locals[last]
+			ss.locals[last] = nil
+			ss.locals = ss.locals[:last]
+			break
+		}
+	}
+	if len(ss.locals) == 0 {
+		m.dropServerLocked(ss)
+	}
+}
+
+func (m *Manager) dropServerLocked(ss *serverSub) {
+	delete(m.servers, ss.key)
+	ss.stopTimer()
+	if ss.wireUID != "" {
+		delete(m.wire, ss.wireUID)
+		m.sendLocked(conn.UnsubscribeMessage{UID: ss.wireUID})
+		ss.wireUID = ""
+	}
+}
+
+// resync asks for a fresh init for s's server subscription and waits for it.
+func (m *Manager) resync(ctx context.Context, s *Subscription) error {
+	m.mu.Lock()
+	if m.locals[s.uid] != s {
+		m.mu.Unlock()
+		return ErrNotFound
+	}
+	s.markResyncing()
+	m.resyncLocked(s.ss, true)
+	m.mu.Unlock()
+	for {
+		s.dmu.Lock()
+		awaiting, failed, ended, sig := s.awaitingResync, s.failed, s.ended, s.initSig
+		s.dmu.Unlock()
+		switch {
+		case ended:
+			return s.Err()
+		case failed:
+			return ErrResyncRefused
+		case !awaiting:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+		case <-sig:
+		}
+	}
+}

@@ -1,0 +1,380 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/handlers"
+)
+
+// State is the live state of a subscription.
+type State int
+
+const (
+	// StatePending: waiting for the first init.
+	StatePending State = iota + 1
+	// StateActive: the server delivers events.
+	StateActive
+	// StateResyncing: waiting for a fresh init (after a reconnect,
+	// re-authentication, queue overflow or Resync), or the connection is
+	// down and the subscription will be restored with the next session.
+	StateResyncing
+	// StateFailed: the server refused the subscription when it was restored
+	// (for instance FORBIDDEN after a change of identity). It is retried with
+	// the next session or Resync.
+	StateFailed
+	// StateEnded: unsubscribed, scope ended or manager closed.
+	StateEnded
+)
+
+func (s State) String() string {
+	switch s {
+	case StatePending:
+		return "pending"
+	case StateActive:
+		return "active"
+	case StateResyncing:
+		return "resyncing"
+	case StateFailed:
+		return "failed"
+	case StateEnded:
+		return "ended"
+	}
+	return "unknown"
+}
+
+// Stats are a subscription's counters.
+type Stats struct {
+	// Events is the number of events handed to the handler, inits included.
+	Events uint64
+	// Resyncs counts inits delivered with Resync set.
+	Resyncs uint64
+	// Errors counts error frames the server sent for the subscription
+	// (delivered as handlers.KindError) and handler errors.
+	Errors uint64
+	// Overflows counts queue overflows: each discarded the queued events and
+	// asked for a resync, whose init replaces them.
+	Overflows uint64
+	// LastEvent is when the last delivered event was received.
+	LastEvent time.Time
+}
+
+// SubscribeOptions describe a subscription, as the composable's subscribe
+// options do.
+type SubscribeOptions struct {
+	// Collection is required.
+	Collection string
+	// Query shapes init and events (fields, filter, sort, limit …). Without
+	// a limit Directus applies its default of 100 rows to the init; use
+	// Limit -1 for every row.
+	Query *conn.Query
+	// Item, a string or an integer, subscribes to one item.
+	Item any
+	// Event, when set (conn.EventCreate, EventUpdate or EventDelete),
+	// delivers only that action; the init then carries no data.
+	Event string
+	// UID names the subscription locally; a second Subscribe with an active
+	// UID gets the existing subscription and a *DuplicateError. Empty means
+	// a generated uid that is never reused.
+	UID string
+	// Persistent subscriptions live until Unsubscribe(uid) or Close, and
+	// UnsubscribeCollection and UnsubscribeAll spare them. Others end when
+	// the ctx given to Subscribe is done (or their Scope closes).
+	Persistent bool
+	// QueueSize bounds the events waiting for this subscription's handler;
+	// 0 means Options.QueueSize.
+	QueueSize int
+}
+
+// Subscription is the handle of one local subscription. Its methods are safe
+// for concurrent use.
+type Subscription struct {
+	m          *Manager
+	uid        string
+	opts       SubscribeOptions
+	handler    handlers.Handler
+	item       bool
+	created    time.Time
+	seq        uint64 // creation order
+	queueSize  int
+	scope      *Scope
+	stopScoped func() bool // unbinds the scoping context
+
+	ss *serverSub // guarded by m.mu
+
+	ready    chan struct{} // closed at the first init or when Subscribe fails
+	initSig  chan struct{} // closed and replaced at every init and refusal (guarded by dmu)
+	readyErr error         // set before ready is closed
+	done     chan struct{} // closed when the subscription ends
+
+	// Delivery state, guarded by dmu. Lock order: m.mu before dmu.
+	dmu            sync.Mutex
+	queue          []handlers.Event
+	head           int
+	running        bool
+	ended          bool
+	endErr         error
+	gotInit        bool
+	awaitingResync bool
+	failed         bool
+	// early holds events of the current attempt that arrived before its
+	// init. Directus registers a subscription before it sends the init, so
+	// an event can overtake it; events carry rows as read at dispatch, so
+	// they are newer than the init and follow it.
+	early []handlers.Event
+
+	events, resyncs, errors, overflows atomic.Uint64
+	lastEvent                          atomic.Int64
+}
+
+// UID returns the subscription's local uid.
+func (s *Subscription) UID() string { return s.uid }
+
+// Collection returns the subscribed collection.
+func (s *Subscription) Collection() string { return s.opts.Collection }
+
+// Persistent reports whether the subscription outlives contexts and is
+// spared by UnsubscribeCollection and UnsubscribeAll.
+func (s *Subscription) Persistent() bool { return s.opts.Persistent }
+
+// Options returns the options the subscription was made with.
+func (s *Subscription) Options() SubscribeOptions { return s.opts }
+
+// Done is closed when the subscription has ended.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Err returns why the subscription ended (ErrUnsubscribed, ErrClosed, the
+// scoping context's cause), or nil while it lives.
+func (s *Subscription) Err() error {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	return s.endErr
+}
+
+// Unsubscribe ends this subscription (not another one that later took its
+// uid). Its handler gets no event after Unsubscribe returns, except the one
+// it may be running. It returns ErrNotFound if the subscription had already
+// ended.
+func (s *Subscription) Unsubscribe() error {
+	return s.m.end(s, ErrUnsubscribed)
+}
+
+// Resync asks the server for a fresh init, delivered with Resync set, and
+// waits until it arrived. Subscriptions sharing the server subscription get
+// it too.
+func (s *Subscription) Resync(ctx context.Context) error {
+	return s.m.resync(ctx, s)
+}
+
+// State returns the live state: a subscription whose connection is down is
+// resyncing, since it will be restored with a fresh init.
+func (s *Subscription) State() State {
+	s.dmu.Lock()
+	st := s.stateLocked()
+	s.dmu.Unlock()
+	if st == StateActive && !s.m.IsConnected() {
+		return StateResyncing
+	}
+	return st
+}
+
+func (s *Subscription) stateLocked() State {
+	switch {
+	case s.ended:
+		return StateEnded
+	case s.failed:
+		return StateFailed
+	case !s.gotInit:
+		return StatePending
+	case s.awaitingResync:
+		return StateResyncing
+	}
+	return StateActive
+}
+
+// Stats returns the subscription's counters.
+func (s *Subscription) Stats() Stats {
+	st := Stats{
+		Events:    s.events.Load(),
+		Resyncs:   s.resyncs.Load(),
+		Errors:    s.errors.Load(),
+		Overflows: s.overflows.Load(),
+	}
+	if ns := s.lastEvent.Load(); ns != 0 {
+		st.LastEvent = time.Unix(0, ns)
+	}
+	return st
+}
+
+// event builds this subscription's copy of a frame's event.
+func (s *Subscription) event(kind handlers.Kind, data, meta json.RawMessage, received time.Time) handlers.Event {
+	return handlers.Event{
+		Kind: kind, UID: s.uid, Collection: s.opts.Collection, Item: s.item,
+		Data: data, Meta: meta, Received: received,
+	}
+}
+
+// deliverInit queues an init. It follows whatever is queued: events before
+// it still reach a handler that wants every event, and the init then
+// replaces the state they built. Resync is set when the handler saw an init
+// before.
+func (s *Subscription) deliverInit(ev handlers.Event) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.ended {
+		return
+	}
+	ev.Resync = s.gotInit
+	s.gotInit = true
+	s.awaitingResync = false
+	s.failed = false
+	s.pushLocked(ev)
+	for _, e := range s.early {
+		s.pushLocked(e)
+	}
+	s.early = nil
+	s.markReadyLocked(nil)
+	s.signalInitLocked()
+}
+
+func (s *Subscription) signalInitLocked() {
+	close(s.initSig)
+	s.initSig = make(chan struct{})
+}
+
+// deliverEvent queues a create, update, delete or error event. It reports
+// whether the queue overflowed, in which case the queue was emptied and a
+// resync must be asked for.
+func (s *Subscription) deliverEvent(ev handlers.Event) (overflowed bool) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.ended {
+		return false
+	}
+	if !s.gotInit || s.awaitingResync {
+		// Only events of the awaited attempt reach here (route drops those
+		// of replaced attempts); they follow its init.
+		if len(s.early) < s.queueSize {
+			s.early = append(s.early, ev)
+		} else {
+			s.overflows.Add(1)
+		}
+		return false
+	}
+	if len(s.queue)-s.head >= s.queueSize {
+		s.overflows.Add(1)
+		clear(s.queue)
+		s.queue, s.head = s.queue[:0], 0
+		s.awaitingResync = true
+		return true
+	}
+	s.pushLocked(ev)
+	return false
+}
+
+// markResyncing records that a fresh init was asked for.
+func (s *Subscription) markResyncing() {
+	s.dmu.Lock()
+	if s.gotInit {
+		s.awaitingResync = true
+	}
+	s.early = nil // they belonged to the attempt being replaced
+	s.dmu.Unlock()
+}
+
+// fail records a refused subscribe. A subscription that never had an init
+// fails its Subscribe call; one that had gets an error event and stays.
+func (s *Subscription) fail(err error, ev handlers.Event) (firstSubscribe bool) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if !s.gotInit {
+		s.markReadyLocked(err)
+		return true
+	}
+	s.failed = true
+	s.awaitingResync = false
+	s.pushLocked(ev)
+	s.signalInitLocked()
+	return false
+}
+
+func (s *Subscription) markReadyLocked(err error) {
+	select {
+	case <-s.ready:
+	default:
+		s.readyErr = err
+		close(s.ready)
+	}
+}
+
+func (s *Subscription) pushLocked(ev handlers.Event) {
+	s.queue = append(s.queue, ev)
+	if !s.running {
+		s.running = true
+		s.m.drains.Add(1)
+		go s.drain()
+	}
+}
+
+// drain runs the handler over the queue, one event at a time, and exits
+// when the queue is empty: idle subscriptions cost no goroutine.
+func (s *Subscription) drain() {
+	defer s.m.drains.Done()
+	for {
+		s.dmu.Lock()
+		if s.ended || s.head == len(s.queue) {
+			clear(s.queue)
+			s.queue, s.head = s.queue[:0], 0
+			s.running = false
+			s.dmu.Unlock()
+			return
+		}
+		ev := s.queue[s.head]
+		s.queue[s.head] = handlers.Event{}
+		s.head++
+		s.dmu.Unlock()
+
+		err := s.handler.Handle(ev)
+		s.events.Add(1)
+		s.lastEvent.Store(ev.Received.UnixNano())
+		if ev.Kind == handlers.KindInit && ev.Resync {
+			s.resyncs.Add(1)
+		}
+		if ev.Kind == handlers.KindError {
+			s.errors.Add(1)
+		}
+		if err != nil {
+			s.errors.Add(1)
+			s.m.reportError(&HandlerError{UID: s.uid, Kind: ev.Kind, Err: err})
+		}
+	}
+}
+
+// finish marks the subscription ended and drops its queue. It reports false
+// if it had ended already.
+func (s *Subscription) finish(cause error) bool {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.ended {
+		return false
+	}
+	s.ended = true
+	s.endErr = cause
+	clear(s.queue)
+	s.queue, s.head, s.early = nil, 0, nil
+	s.markReadyLocked(cause)
+	close(s.done)
+	return true
+}
+
+// serverErr rewrites a server error frame for this subscription: its uid
+// becomes the local one, which is the one the caller knows.
+func (s *Subscription) serverErr(e *conn.ServerError) *conn.ServerError {
+	c := *e
+	c.UID = conn.UID(s.uid)
+	return &c
+}
