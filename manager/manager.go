@@ -38,13 +38,13 @@ type Manager struct {
 	log     *slog.Logger
 	onError func(error)
 
-	mu      sync.Mutex
-	closed  bool
-	sess    *conn.Session            // the session the registry was last restored on
-	locals  map[string]*Subscription // by local uid
-	servers map[string]*serverSub    // by subscription spec
-	wire    map[conn.UID]*serverSub  // by the uid of the current subscribe frame
-	wireSeq uint64
+	mu        sync.Mutex
+	closed    bool
+	sess      *conn.Session            // the session the registry was last restored on
+	locals    map[string]*Subscription // by local uid
+	servers   map[string]*serverSub    // by subscription spec
+	wire      map[conn.UID]*serverSub  // by the uid of the current subscribe frame
+	wireSeq   uint64
 	autoSeq   uint64
 	createSeq uint64
 
