@@ -305,7 +305,7 @@ func (m *Manager) resync(ctx context.Context, s *Subscription) error {
 	m.mu.Unlock()
 	for {
 		s.dmu.Lock()
-		awaiting, failed, ended, sig := s.awaitingResync, s.failed, s.ended, s.initSig
+		awaiting, failed, ended, sig, initAt := s.awaitingResync, s.failed, s.ended, s.initSig, s.initAt
 		s.dmu.Unlock()
 		switch {
 		case ended:
@@ -313,7 +313,7 @@ func (m *Manager) resync(ctx context.Context, s *Subscription) error {
 		case failed:
 			return ErrResyncRefused
 		case !awaiting:
-			return nil
+			return s.waitConsumed(ctx, initAt)
 		}
 		select {
 		case <-ctx.Done():

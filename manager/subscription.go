@@ -121,6 +121,11 @@ type Subscription struct {
 	gotInit        bool
 	awaitingResync bool
 	failed         bool
+	// pushed counts events queued, consumed those handled or discarded;
+	// initAt is the value of pushed at the last init, so that Resync can
+	// wait until the handler has handled that init.
+	pushed, consumed, initAt uint64
+	consumedSig              chan struct{} // closed when consumed moves, if someone waits
 	// early holds events of the current attempt that arrived before its
 	// init. Directus registers a subscription before it sends the init, so
 	// an event can overtake it; events carry rows as read at dispatch, so
@@ -164,8 +169,9 @@ func (s *Subscription) Unsubscribe() error {
 }
 
 // Resync asks the server for a fresh init, delivered with Resync set, and
-// waits until it arrived. Subscriptions sharing the server subscription get
-// it too.
+// returns once the handler has handled it. Subscriptions sharing the server
+// subscription get it too. It must not be called from the subscription's
+// own handler, which would wait for itself.
 func (s *Subscription) Resync(ctx context.Context) error {
 	return s.m.resync(ctx, s)
 }
@@ -233,6 +239,7 @@ func (s *Subscription) deliverInit(ev handlers.Event) {
 	s.awaitingResync = false
 	s.failed = false
 	s.pushLocked(ev)
+	s.initAt = s.pushed
 	for _, e := range s.early {
 		s.pushLocked(e)
 	}
@@ -267,8 +274,7 @@ func (s *Subscription) deliverEvent(ev handlers.Event) (overflowed bool) {
 	}
 	if len(s.queue)-s.head >= s.queueSize {
 		s.overflows.Add(1)
-		clear(s.queue)
-		s.queue, s.head = s.queue[:0], 0
+		s.discardLocked()
 		s.awaitingResync = true
 		return true
 	}
@@ -311,7 +317,52 @@ func (s *Subscription) markReadyLocked(err error) {
 	}
 }
 
+// discardLocked drops the queued events, counting them as consumed.
+func (s *Subscription) discardLocked() {
+	s.advanceLocked(uint64(len(s.queue) - s.head))
+	clear(s.queue)
+	s.queue, s.head = s.queue[:0], 0
+}
+
+func (s *Subscription) advanceLocked(n uint64) {
+	if n == 0 {
+		return
+	}
+	s.consumed += n
+	if s.consumedSig != nil {
+		close(s.consumedSig)
+		s.consumedSig = nil
+	}
+}
+
+// waitConsumed waits until the handler has handled (or the subscription
+// discarded) the first n events queued.
+func (s *Subscription) waitConsumed(ctx context.Context, n uint64) error {
+	for {
+		s.dmu.Lock()
+		if s.consumed >= n || s.ended {
+			ended := s.ended
+			s.dmu.Unlock()
+			if ended {
+				return s.Err()
+			}
+			return nil
+		}
+		if s.consumedSig == nil {
+			s.consumedSig = make(chan struct{})
+		}
+		sig := s.consumedSig
+		s.dmu.Unlock()
+		select {
+		case <-sig:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (s *Subscription) pushLocked(ev handlers.Event) {
+	s.pushed++
 	s.queue = append(s.queue, ev)
 	if !s.running {
 		s.running = true
@@ -324,8 +375,11 @@ func (s *Subscription) pushLocked(ev handlers.Event) {
 // when the queue is empty: idle subscriptions cost no goroutine.
 func (s *Subscription) drain() {
 	defer s.m.drains.Done()
+	handled := uint64(0)
 	for {
 		s.dmu.Lock()
+		s.advanceLocked(handled)
+		handled = 1
 		if s.ended || s.head == len(s.queue) {
 			clear(s.queue)
 			s.queue, s.head = s.queue[:0], 0
@@ -338,7 +392,8 @@ func (s *Subscription) drain() {
 		s.head++
 		s.dmu.Unlock()
 
-		err := s.handler.Handle(ev)
+		// Counted before the call, so that a handler sees its own event
+		// in Stats.
 		s.events.Add(1)
 		s.lastEvent.Store(ev.Received.UnixNano())
 		if ev.Kind == handlers.KindInit && ev.Resync {
@@ -347,6 +402,7 @@ func (s *Subscription) drain() {
 		if ev.Kind == handlers.KindError {
 			s.errors.Add(1)
 		}
+		err := s.handler.Handle(ev)
 		if err != nil {
 			s.errors.Add(1)
 			s.m.reportError(&HandlerError{UID: s.uid, Kind: ev.Kind, Err: err})
@@ -364,8 +420,12 @@ func (s *Subscription) finish(cause error) bool {
 	}
 	s.ended = true
 	s.endErr = cause
-	clear(s.queue)
-	s.queue, s.head, s.early = nil, 0, nil
+	s.discardLocked()
+	s.queue, s.early = nil, nil
+	if s.consumedSig != nil {
+		close(s.consumedSig)
+		s.consumedSig = nil
+	}
 	s.markReadyLocked(cause)
 	close(s.done)
 	return true

@@ -1,0 +1,224 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/e41af43e/directus-realtime/handlers"
+)
+
+// Handle applies one subscription event. Rows or keys that do not decode
+// are skipped and counted (the others are applied) and the error is
+// returned, so that the manager reports it.
+func (c *Collection[K, T]) Handle(ev handlers.Event) error {
+	switch ev.Kind {
+	case handlers.KindInit:
+		if ev.Data == nil {
+			// An event-only subscription's init says nothing about rows.
+			c.markSynced()
+			return nil
+		}
+		items, err := c.decodeItems(ev)
+		c.replace(items, ev.Resync)
+		return err
+	case handlers.KindCreate, handlers.KindUpdate:
+		items, err := c.decodeItems(ev)
+		c.upsert(items)
+		return err
+	case handlers.KindDelete:
+		keys, err := c.decodeKeys(ev)
+		c.remove(keys)
+		return err
+	case handlers.KindError:
+		// Directus sent an error instead of an event: that event is lost.
+		c.errorEvents.Add(1)
+		c.reconcileSoon()
+	}
+	return nil
+}
+
+// decodeItems decodes every row it can. The fast path decodes the whole
+// array at once; if that fails, rows are decoded one by one so that one bad
+// row costs only itself.
+func (c *Collection[K, T]) decodeItems(ev handlers.Event) ([]T, error) {
+	items, err := handlers.Items[T](ev)
+	if err == nil {
+		return items, nil
+	}
+	data := bytes.TrimSpace(ev.Data)
+	if len(data) == 0 || data[0] != '[' {
+		c.badRows.Add(1)
+		return nil, err
+	}
+	var raws []json.RawMessage
+	if json.Unmarshal(data, &raws) != nil {
+		c.badRows.Add(1)
+		return nil, err
+	}
+	var errs []error
+	items = make([]T, 0, len(raws))
+	for i, raw := range raws {
+		var item T
+		if e := json.Unmarshal(raw, &item); e != nil {
+			c.badRows.Add(1)
+			errs = append(errs, fmt.Errorf("row %d: %w", i, e))
+			continue
+		}
+		items = append(items, item)
+	}
+	c.log.Warn("rows skipped", "kind", ev.Kind, "bad", len(errs))
+	return items, &handlers.ShapeError{Kind: ev.Kind, Want: "rows of the collection's type", Err: errors.Join(errs...)}
+}
+
+func (c *Collection[K, T]) decodeKeys(ev handlers.Event) ([]K, error) {
+	raw, err := handlers.Keys(ev)
+	if err != nil {
+		c.badRows.Add(1)
+		return nil, err
+	}
+	keys := make([]K, 0, len(raw))
+	var errs []error
+	for _, k := range raw {
+		key, err := convertKey[K](k)
+		if err != nil {
+			c.badRows.Add(1)
+			errs = append(errs, err)
+			continue
+		}
+		keys = append(keys, key)
+	}
+	return keys, errors.Join(errs...)
+}
+
+// replace makes the rows equal to items: rows absent from items are
+// deleted, changed ones updated, new ones added, all in one step.
+func (c *Collection[K, T]) replace(items []T, resync bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	initial := !c.synced
+	var changes []Change[K, T]
+	notify := len(c.listeners) > 0
+	seen := make(map[K]struct{}, len(items))
+	if initial && len(c.rows) == 0 {
+		c.rows = make(map[K]T, len(items))
+	}
+	for _, item := range items {
+		k := c.opts.Key(item)
+		seen[k] = struct{}{}
+		ch, changed := c.setLocked(k, item)
+		if changed && notify {
+			ch.Initial, ch.Resync = initial, resync
+			changes = append(changes, ch)
+		}
+	}
+	for k, old := range c.rows {
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		c.deleteLocked(k)
+		if notify {
+			changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old, Initial: initial, Resync: resync})
+		}
+	}
+	c.inits.Add(1)
+	if resync {
+		c.resyncs.Add(1)
+	}
+	c.notifyLocked(changes)
+	c.markSyncedLocked()
+	c.appliedLocked()
+}
+
+func (c *Collection[K, T]) upsert(items []T) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	var changes []Change[K, T]
+	for _, item := range items {
+		if ch, changed := c.setLocked(c.opts.Key(item), item); changed {
+			changes = append(changes, ch)
+		}
+	}
+	c.events.Add(1)
+	c.notifyLocked(changes)
+	c.appliedLocked()
+}
+
+func (c *Collection[K, T]) remove(keys []K) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	var changes []Change[K, T]
+	for _, k := range keys {
+		// Deletes are not filtered by Directus: keys this replica never
+		// held are ignored.
+		if old, ok := c.rows[k]; ok {
+			c.deleteLocked(k)
+			changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old})
+		}
+	}
+	c.events.Add(1)
+	c.notifyLocked(changes)
+	c.appliedLocked()
+}
+
+// setLocked upserts one row, keeping the indexes in step. An update of an
+// unknown key is an add: the item entered the subscription's filter.
+func (c *Collection[K, T]) setLocked(k K, item T) (Change[K, T], bool) {
+	old, exists := c.rows[k]
+	if exists {
+		if c.opts.Stale != nil && c.opts.Stale(item, old) {
+			c.staleSkipped.Add(1)
+			return Change[K, T]{}, false
+		}
+		if c.equal(old, item) {
+			return Change[K, T]{}, false
+		}
+	}
+	c.rows[k] = item
+	for _, ix := range c.indexes {
+		if exists {
+			ix.remove(k)
+		}
+		ix.add(k, item)
+	}
+	if exists {
+		return Change[K, T]{Op: OpUpdate, Key: k, Old: old, New: item}, true
+	}
+	return Change[K, T]{Op: OpAdd, Key: k, New: item}, true
+}
+
+func (c *Collection[K, T]) deleteLocked(k K) {
+	delete(c.rows, k)
+	for _, ix := range c.indexes {
+		ix.remove(k)
+	}
+}
+
+// appliedLocked wakes WaitFor callers.
+func (c *Collection[K, T]) appliedLocked() {
+	close(c.applied)
+	c.applied = make(chan struct{})
+}
+
+func (c *Collection[K, T]) markSynced() {
+	c.mu.Lock()
+	c.markSyncedLocked()
+	c.mu.Unlock()
+}
+
+func (c *Collection[K, T]) markSyncedLocked() {
+	if !c.synced {
+		c.synced = true
+		close(c.syncedCh)
+	}
+}

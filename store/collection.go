@@ -1,0 +1,327 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/e41af43e/directus-realtime/manager"
+)
+
+// DefaultListenerQueue bounds the changes waiting for one listener. A
+// listener further behind gets a single OpReset instead of its backlog.
+const DefaultListenerQueue = 1 << 20
+
+// IndexFunc returns the values under which an item is indexed.
+type IndexFunc[T any] func(T) []string
+
+// Options configure a Collection. Key is required.
+type Options[K comparable, T any] struct {
+	// Key returns an item's primary key.
+	Key func(T) K
+
+	// KeyField is the JSON name of the primary key, "id" when empty.
+	// Subscribe refuses a query whose fields leave it out.
+	KeyField string
+
+	// Stale, when set, guards against stale data: an incoming row for
+	// which Stale(incoming, current) is true does not replace the current
+	// one. With a version field such as date_updated this keeps a re-read
+	// that arrives late from overwriting newer data. ByTime builds one.
+	Stale func(incoming, current T) bool
+
+	// Equal decides whether a row changed; reflect.DeepEqual when nil.
+	// Unchanged rows produce no listener change.
+	Equal func(a, b T) bool
+
+	// Indexers maps an index name to its function. Indexes are updated
+	// atomically with the rows.
+	Indexers map[string]IndexFunc[T]
+
+	// ReconcileInterval, when positive, re-reads the subscription's query
+	// that often (with ±10% jitter) and corrects the replica: rows that left
+	// a filter (Directus sends no event for that), missed events and writes
+	// that emitted none. Error events make the next reconcile come at once.
+	ReconcileInterval time.Duration
+
+	// ListenerQueue bounds each listener's backlog; 0 means
+	// DefaultListenerQueue.
+	ListenerQueue int
+
+	// Logger receives warnings (bad rows, reconcile failures); nil is silent.
+	Logger *slog.Logger
+}
+
+// Stats are a Collection's counters.
+type Stats struct {
+	Inits        uint64 // inits applied, the first one included
+	Resyncs      uint64 // inits applied with Resync set
+	Events       uint64 // create, update and delete events applied
+	Errors       uint64 // error events received (each means a lost event)
+	StaleSkipped uint64 // rows kept because Stale said the incoming one was older
+	BadRows      uint64 // rows or keys that did not decode, skipped
+	Reconciles   uint64 // reconciles started
+}
+
+// Collection is an in-memory replica of the rows a subscription selects,
+// keyed by primary key. It is a handlers.Handler: give it to a subscription,
+// or let Subscribe do so. See the package documentation for its contract.
+// All methods are safe for concurrent use.
+type Collection[K comparable, T any] struct {
+	opts  Options[K, T]
+	log   *slog.Logger
+	equal func(a, b T) bool
+
+	mu        sync.RWMutex
+	rows      map[K]T
+	indexes   map[string]*index[K, T]
+	listeners map[*listener[K, T]]struct{}
+	synced    bool
+	syncedCh  chan struct{}
+	applied   chan struct{} // closed and replaced after every applied event
+	closed    bool
+
+	// ctl guards the subscription and the reconcile loop.
+	ctl       sync.Mutex
+	sub       *manager.Subscription
+	stopLoop  chan struct{}
+	soon      chan struct{} // asks the reconcile loop to run now
+	loopDone  chan struct{}
+	listenWG  sync.WaitGroup
+	closeOnce sync.Once
+
+	inits, resyncs, events, errorEvents, staleSkipped, badRows, reconciles atomic.Uint64
+}
+
+// New returns an empty Collection. It panics if opts.Key is nil, which is a
+// programming error.
+func New[K comparable, T any](opts Options[K, T]) *Collection[K, T] {
+	if opts.Key == nil {
+		panic("store: Options.Key is required")
+	}
+	if opts.KeyField == "" {
+		opts.KeyField = "id"
+	}
+	if opts.ListenerQueue <= 0 {
+		opts.ListenerQueue = DefaultListenerQueue
+	}
+	c := &Collection[K, T]{
+		opts:      opts,
+		log:       slog.New(slog.DiscardHandler),
+		equal:     opts.Equal,
+		rows:      make(map[K]T),
+		indexes:   make(map[string]*index[K, T], len(opts.Indexers)),
+		listeners: make(map[*listener[K, T]]struct{}),
+		syncedCh:  make(chan struct{}),
+		applied:   make(chan struct{}),
+		soon:      make(chan struct{}, 1),
+	}
+	if opts.Logger != nil {
+		c.log = opts.Logger.With("component", "directus-store")
+	}
+	if c.equal == nil {
+		c.equal = func(a, b T) bool { return reflect.DeepEqual(a, b) }
+	}
+	for name, fn := range opts.Indexers {
+		c.indexes[name] = newIndex[K](fn)
+	}
+	return c
+}
+
+// Get returns the row with key k.
+func (c *Collection[K, T]) Get(k K) (T, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	v, ok := c.rows[k]
+	return v, ok
+}
+
+// Len returns the number of rows.
+func (c *Collection[K, T]) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.rows)
+}
+
+// Range calls f for each row, in no particular order, until f returns
+// false. It sees one consistent state: no event is applied while it runs,
+// so f must not take long and must not call methods that write (it may
+// read).
+func (c *Collection[K, T]) Range(f func(K, T) bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for k, v := range c.rows {
+		if !f(k, v) {
+			return
+		}
+	}
+}
+
+// Snapshot returns a copy of every row, taken from one consistent state.
+func (c *Collection[K, T]) Snapshot() map[K]T {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make(map[K]T, len(c.rows))
+	for k, v := range c.rows {
+		out[k] = v
+	}
+	return out
+}
+
+// List returns every row, in no particular order.
+func (c *Collection[K, T]) List() []T {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]T, 0, len(c.rows))
+	for _, v := range c.rows {
+		out = append(out, v)
+	}
+	return out
+}
+
+// Keys returns every key, in no particular order.
+func (c *Collection[K, T]) Keys() []K {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]K, 0, len(c.rows))
+	for k := range c.rows {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Synced reports whether the first init has been applied.
+func (c *Collection[K, T]) Synced() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.synced
+}
+
+// WaitSynced waits until the first init has been applied.
+func (c *Collection[K, T]) WaitSynced(ctx context.Context) error {
+	select {
+	case <-c.syncedCh:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// WaitFor waits until cond returns true. cond is evaluated now and after
+// every event the collection applies; it may read the collection.
+func (c *Collection[K, T]) WaitFor(ctx context.Context, cond func() bool) error {
+	for {
+		c.mu.RLock()
+		next := c.applied
+		c.mu.RUnlock()
+		if cond() {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Stats returns the counters.
+func (c *Collection[K, T]) Stats() Stats {
+	return Stats{
+		Inits: c.inits.Load(), Resyncs: c.resyncs.Load(), Events: c.events.Load(),
+		Errors: c.errorEvents.Load(), StaleSkipped: c.staleSkipped.Load(), BadRows: c.badRows.Load(),
+		Reconciles: c.reconciles.Load(),
+	}
+}
+
+// ErrNoIndex is returned for an index name Options.Indexers does not have.
+var ErrNoIndex = errors.New("directus: no such index")
+
+// ByIndex returns the rows indexed under value in the named index.
+func (c *Collection[K, T]) ByIndex(name, value string) ([]T, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ix := c.indexes[name]
+	if ix == nil {
+		return nil, ErrNoIndex
+	}
+	keys := ix.byValue[value]
+	out := make([]T, 0, len(keys))
+	for k := range keys {
+		out = append(out, c.rows[k])
+	}
+	return out, nil
+}
+
+// IndexKeys returns the keys indexed under value in the named index.
+func (c *Collection[K, T]) IndexKeys(name, value string) ([]K, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ix := c.indexes[name]
+	if ix == nil {
+		return nil, ErrNoIndex
+	}
+	out := make([]K, 0, len(ix.byValue[value]))
+	for k := range ix.byValue[value] {
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// IndexValues returns the values the named index holds.
+func (c *Collection[K, T]) IndexValues(name string) ([]string, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	ix := c.indexes[name]
+	if ix == nil {
+		return nil, ErrNoIndex
+	}
+	out := make([]string, 0, len(ix.byValue))
+	for v := range ix.byValue {
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// index maps values to keys and keys to the values they were indexed under,
+// so that an update removes exactly the old entries.
+type index[K comparable, T any] struct {
+	fn      IndexFunc[T]
+	byValue map[string]map[K]struct{}
+	byKey   map[K][]string
+}
+
+func newIndex[K comparable, T any](fn IndexFunc[T]) *index[K, T] {
+	return &index[K, T]{fn: fn, byValue: make(map[string]map[K]struct{}), byKey: make(map[K][]string)}
+}
+
+func (ix *index[K, T]) remove(k K) {
+	for _, v := range ix.byKey[k] {
+		set := ix.byValue[v]
+		delete(set, k)
+		if len(set) == 0 {
+			delete(ix.byValue, v)
+		}
+	}
+	delete(ix.byKey, k)
+}
+
+func (ix *index[K, T]) add(k K, item T) {
+	values := ix.fn(item)
+	if len(values) == 0 {
+		return
+	}
+	ix.byKey[k] = values
+	for _, v := range values {
+		set := ix.byValue[v]
+		if set == nil {
+			set = make(map[K]struct{}, 1)
+			ix.byValue[v] = set
+		}
+		set[k] = struct{}{}
+	}
+}

@@ -1,0 +1,77 @@
+// Package store keeps typed in-memory replicas of Directus collections:
+// a Collection[K, T] holds the rows one subscription selects, keyed by
+// primary key, and applies that subscription's events.
+//
+// Directus gives a replica little to stand on: no resume token or version,
+// no order guarantee, no event when an item leaves a filter, deletes that
+// ignore the filter, a window between a subscription's init and its
+// registration, and writes that emit no event at all (Flows without "emit
+// events", raw SQL). The contract below is what a Collection builds on top,
+// in the manner of client-go's SharedInformer.
+//
+// # Applying events
+//
+// An init replaces the contents: keys absent from it are deleted, changed
+// rows updated, new ones added, in one step. A create or update upserts (an
+// update of an unknown key is an add: the item entered the filter). A
+// delete removes the keys present and ignores the others (Directus sends
+// deletes to every subscription of the collection). Keys arrive as JSON
+// strings or numbers and are converted to K. Single-item subscriptions
+// (object data, a bare delete key) work the same. With Options.Stale set, a
+// row the guard says is older than the one held is not applied.
+//
+// # What a reader sees
+//
+// Get, Len, Range, List, Keys, Snapshot and the index queries are safe from
+// any goroutine at any time. Each answers from one state: an event (an init,
+// or a batch update of many rows) is applied entirely or not at all, and
+// the indexes always agree with the rows. Range holds that state for its
+// duration. A reader may see a state older than the server's, never a mix
+// of two states.
+//
+// # What a listener hears
+//
+// Each listener receives changes (add, update, delete, with the old and new
+// row) in the order they were applied, from its own goroutine, after the
+// rows and indexes show them. A listener added late first hears an add for
+// every row present. Changes of the first init are marked Initial, those of
+// later inits Resync. Unchanged rows produce no change. A listener that
+// falls more than Options.ListenerQueue changes behind gets one OpReset in
+// place of its backlog and should re-read the collection. Listeners of one
+// collection are independent of each other: no ordering holds between them.
+//
+// # How long the replica can differ from the server
+//
+// For every key, the sequence of rows the replica holds is a subsequence of
+// the rows the server held, in order, as long as Directus delivers a
+// subscription's events in commit order (the embedded server directustest
+// always does; a real Directus dispatches events concurrently and may
+// reorder two events of one row within milliseconds, which Options.Stale
+// with a version field such as date_updated guards against). Divergence
+// lasts:
+//
+//   - for a change that produced an event: until the event is applied,
+//     normally milliseconds;
+//   - across a reconnect, a re-authentication after TOKEN_EXPIRED or a
+//     subscription queue overflow: until the fresh init that the manager
+//     requests automatically is applied;
+//   - for an item that left the filter, a write that emitted no event, an
+//     event Directus replaced by an error frame, and a write that fell into
+//     Directus's window between an init and its registration: until the next
+//     reconcile (Options.ReconcileInterval, or Reconcile on demand; an error
+//     event brings the next reconcile forward to now).
+//
+// Without a reconcile interval, divergence of the last kind lasts until the
+// next resync of any cause. After every reconcile that completes without
+// concurrent writes, the replica equals the server's rows for its query.
+//
+// # Queries
+//
+// Subscribe defaults the query to every row (limit -1; Directus would
+// apply its default of 100) and refuses queries a replica cannot follow:
+// event-only subscriptions, offset and page, and fields without the primary
+// key. A positive limit is accepted with a warning.
+//
+// A Collection is also a plain handlers.Handler and can replicate any
+// subscription it is given; Subscribe adds the query checks and reconcile.
+package store

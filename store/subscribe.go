@@ -1,0 +1,194 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/manager"
+)
+
+// QueryError reports subscribe options a replica cannot keep equal to the
+// server.
+type QueryError struct {
+	Reason string
+}
+
+func (e *QueryError) Error() string { return "directus: cannot replicate: " + e.Reason }
+
+var (
+	// ErrNotSubscribed is returned by Reconcile before Subscribe.
+	ErrNotSubscribed = errors.New("directus: the collection has no subscription")
+	// ErrSubscribed is returned by a second Subscribe.
+	ErrSubscribed = errors.New("directus: the collection is already subscribed")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("directus: the collection is closed")
+)
+
+// Subscribe subscribes the collection through m and returns once the first
+// init has been applied. The query defaults to every row (limit -1, where
+// Directus would apply its default of 100); queries a replica cannot follow
+// are refused with *QueryError: event-only subscriptions, offset and page
+// (an event re-read through them skips rows), and fields that leave out the
+// primary key. A positive limit is accepted with a warning: rows pushed out
+// of the first N send no event, so only reconcile notices.
+func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, opts manager.SubscribeOptions) (*manager.Subscription, error) {
+	q, err := c.replicaQuery(opts)
+	if err != nil {
+		return nil, err
+	}
+	opts.Query = q
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
+	if c.sub != nil {
+		return nil, ErrSubscribed
+	}
+	sub, err := m.Subscribe(ctx, opts, c)
+	if err != nil {
+		return nil, err
+	}
+	// The manager returns when the init arrived; a replica is ready when it
+	// has been applied.
+	if err := c.WaitSynced(ctx); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	c.sub = sub
+	if c.opts.ReconcileInterval > 0 {
+		c.stopLoop = make(chan struct{})
+		c.loopDone = make(chan struct{})
+		go c.reconcileLoop(sub, c.stopLoop, c.loopDone)
+	}
+	return sub, nil
+}
+
+func (c *Collection[K, T]) replicaQuery(opts manager.SubscribeOptions) (*conn.Query, error) {
+	if opts.Event != "" {
+		return nil, &QueryError{Reason: "an event-only subscription carries no rows"}
+	}
+	q := conn.Query{Limit: -1}
+	if opts.Query != nil {
+		q = *opts.Query
+		if q.Limit == 0 {
+			q.Limit = -1
+		}
+	}
+	if q.Offset > 0 || q.Page > 0 {
+		return nil, &QueryError{Reason: "offset and page skip rows of events too"}
+	}
+	if len(q.Fields) > 0 && !slices.Contains(q.Fields, "*") && !slices.Contains(q.Fields, c.opts.KeyField) {
+		return nil, &QueryError{Reason: "fields leave out the primary key " + c.opts.KeyField}
+	}
+	if q.Limit > 0 {
+		c.log.Warn("replicating only the first rows: rows pushed out of them send no event and are only corrected by reconcile", "limit", q.Limit)
+	}
+	return &q, nil
+}
+
+// Subscription returns the subscription made by Subscribe, or nil.
+func (c *Collection[K, T]) Subscription() *manager.Subscription {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	return c.sub
+}
+
+// Reconcile re-reads the subscription's query now, by a resubscribe whose
+// init replaces the rows, and returns when that init has been applied.
+func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
+	c.ctl.Lock()
+	sub := c.sub
+	c.ctl.Unlock()
+	if sub == nil {
+		return ErrNotSubscribed
+	}
+	c.reconciles.Add(1)
+	return sub.Resync(ctx)
+}
+
+func (c *Collection[K, T]) reconcileSoon() {
+	select {
+	case c.soon <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Collection[K, T]) reconcileLoop(sub *manager.Subscription, stop, done chan struct{}) {
+	defer close(done)
+	every := c.opts.ReconcileInterval
+	for {
+		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(every))
+		t := time.NewTimer(every + jitter)
+		select {
+		case <-stop:
+			t.Stop()
+			return
+		case <-sub.Done():
+			t.Stop()
+			return
+		case <-c.soon:
+			t.Stop()
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(every, 30*time.Second))
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("reconcile failed", "err", err)
+		}
+		cancel()
+	}
+}
+
+func (c *Collection[K, T]) isClosed() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.closed
+}
+
+// Close unsubscribes, stops the reconcile loop and the listeners, and waits
+// for them. The rows stay readable; no event is applied any more.
+func (c *Collection[K, T]) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		listeners := c.listeners
+		c.listeners = map[*listener[K, T]]struct{}{}
+		c.mu.Unlock()
+		for l := range listeners {
+			l.halt()
+		}
+		c.ctl.Lock()
+		sub, stop, done := c.sub, c.stopLoop, c.loopDone
+		c.ctl.Unlock()
+		if stop != nil {
+			close(stop)
+			<-done
+		}
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		c.listenWG.Wait()
+	})
+	return nil
+}
+
+// ByTime builds an Options.Stale from a version timestamp such as Directus's
+// date_updated: an incoming row older than the current one is stale. Rows
+// with a zero time are never stale.
+func ByTime[T any](version func(T) time.Time) func(incoming, current T) bool {
+	return func(incoming, current T) bool {
+		in, cur := version(incoming), version(current)
+		return !in.IsZero() && !cur.IsZero() && in.Before(cur)
+	}
+}
