@@ -1,0 +1,334 @@
+// Command scoped is a web server in which every request owns a scoped
+// subscription: the subscription lives exactly as long as the request.
+//
+// GET /events?collection=posts is a Server-Sent-Events stream: the handler
+// subscribes with the request's context and streams the collection's
+// changes until the browser goes away, which cancels the context and so
+// ends the subscription. GET / is a small page that shows the stream, and
+// GET /debug/subscriptions lists the manager's active subscriptions, where
+// each open page shows up and disappears when it is closed.
+//
+// By default an embedded Directus (directustest) is started and a writer
+// goroutine changes posts every couple of seconds.
+//
+//	go run ./examples/scoped                  # then open http://127.0.0.1:8080/
+//	go run ./examples/scoped -url http://127.0.0.1:8055 -token <static token>
+//
+// Against a real Directus nothing is written: change items in the Directus
+// app and watch them arrive.
+package main
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/manager"
+)
+
+//go:embed index.html
+var page []byte
+
+type config struct {
+	Addr       string        // where the web server listens
+	URL        string        // a real Directus; empty starts the embedded server
+	Token      string        // its static token
+	Duration   time.Duration // 0 runs until interrupted
+	WriteEvery time.Duration // the embedded writer's pace; 0 turns it off
+
+	// Hooks for the tests; nil in the program.
+	listening   func(base string, srv *directustest.Server) // the server is up
+	streamStart func(uid string)                            // a stream's subscription is live
+	streamEnd   func(uid string)                            // a stream's subscription has ended
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address of the web server")
+	flag.StringVar(&cfg.URL, "url", "", "base URL of a real Directus, e.g. http://127.0.0.1:8055 (default: an embedded server)")
+	flag.StringVar(&cfg.Token, "token", "", "static token of a Directus user (with -url)")
+	flag.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (default: run until interrupted)")
+	flag.DurationVar(&cfg.WriteEvery, "write-every", 2*time.Second, "pause between two writes on the embedded server; 0 writes nothing")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		slog.Error("scoped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config, stdout io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stdout, nil))
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+
+	baseURL, token := cfg.URL, cfg.Token
+	var srv *directustest.Server
+	if baseURL == "" {
+		srv = directustest.NewServer(nil)
+		defer srv.Close()
+		baseURL, token = srv.URL(), directustest.AdminToken
+		log.Info("embedded Directus started", "url", baseURL)
+	}
+
+	m, err := manager.New(&conn.Config{URL: baseURL, Auth: conn.Auth{Token: token}, Logger: log}, nil)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	if err := m.Connect(ctx); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+
+	a := &app{m: m, log: log, streamStart: cfg.streamStart, streamEnd: cfg.streamEnd}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", a.page)
+	mux.HandleFunc("GET /events", a.events)
+	mux.HandleFunc("GET /debug/subscriptions", a.subscriptions)
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		// Every request's context derives from ctx: when the program stops,
+		// open streams end and so do their subscriptions.
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("web server", "err", err)
+		}
+	})
+	base := "http://" + ln.Addr().String()
+	log.Info("open the page", "url", base+"/", "subscriptions", base+"/debug/subscriptions")
+	if cfg.listening != nil {
+		cfg.listening(base, srv)
+	}
+
+	if srv != nil && cfg.WriteEvery > 0 {
+		wg.Go(func() { writer(ctx, srv, cfg.WriteEvery, log) })
+	}
+
+	<-ctx.Done()
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err = hs.Shutdown(shutdownCtx)
+	wg.Wait()
+	return err
+}
+
+type app struct {
+	m           *manager.Manager
+	log         *slog.Logger
+	seq         atomic.Int64
+	streamStart func(string)
+	streamEnd   func(string)
+}
+
+func (a *app) page(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	_, _ = w.Write(page)
+}
+
+// change is what the page receives for each event.
+type change struct {
+	Kind       string          `json:"kind"`
+	Collection string          `json:"collection"`
+	Resync     bool            `json:"resync,omitempty"`
+	Rows       *int            `json:"rows,omitempty"` // for an init: how many rows it carried
+	Data       json.RawMessage `json:"data,omitempty"` // items, or the keys of a delete
+}
+
+// events streams one collection's changes for as long as the client stays.
+func (a *app) events(w http.ResponseWriter, r *http.Request) {
+	collection := r.URL.Query().Get("collection")
+	if collection == "" {
+		collection = "posts"
+	}
+	ctx := r.Context()
+	uid := fmt.Sprintf("sse-%d", a.seq.Add(1))
+
+	// The subscription's handler hands events to this request's goroutine.
+	// It must not outlive the request: once ctx is done it drops them.
+	queue := make(chan handlers.Event, 64)
+	forward := handlers.HandlerFunc(func(ev handlers.Event) error {
+		select {
+		case queue <- ev:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+
+	// Not Persistent: the subscription is scoped to ctx, the request's
+	// context. Subscribe returns once the server's init arrived. Two pages
+	// on the same collection share one server subscription; each has its
+	// own uid and handler.
+	sub, err := a.m.Subscribe(ctx, manager.SubscribeOptions{Collection: collection, UID: uid}, forward)
+	if err != nil {
+		status := http.StatusBadGateway
+		if errors.Is(err, conn.ErrForbidden) || errors.Is(err, conn.ErrInvalidCollection) {
+			status = http.StatusForbidden
+		}
+		a.log.Warn("subscribe failed", "collection", collection, "err", err)
+		http.Error(w, err.Error(), status)
+		return
+	}
+	a.log.Info("client subscribed", "uid", uid, "collection", collection, "remote", r.RemoteAddr)
+	defer func() {
+		<-sub.Done()
+		a.log.Info("subscription ended", "uid", uid, "cause", sub.Err())
+		if a.streamEnd != nil {
+			a.streamEnd(uid)
+		}
+	}()
+	if a.streamStart != nil {
+		a.streamStart(uid)
+	}
+
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	rc := http.NewResponseController(w)
+	send := func(event string, v any) error {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	if err := send("hello", map[string]string{"uid": uid}); err != nil {
+		_ = sub.Unsubscribe()
+		return
+	}
+
+	// A comment now and then keeps proxies from closing an idle stream.
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		var err error
+		select {
+		case <-ctx.Done():
+			// The browser left (or the server stops): the manager ends the
+			// subscription by itself, the deferred function waits for it.
+			return
+		case <-sub.Done():
+			return // the manager was closed
+		case ev := <-queue:
+			err = send("change", toChange(ev))
+		case <-keepalive.C:
+			if _, err = io.WriteString(w, ": keepalive\n\n"); err == nil {
+				err = rc.Flush()
+			}
+		}
+		if err != nil {
+			// The client is gone but the request has not noticed yet.
+			_ = sub.Unsubscribe()
+			return
+		}
+	}
+}
+
+func toChange(ev handlers.Event) change {
+	c := change{Kind: ev.Kind.String(), Collection: ev.Collection, Resync: ev.Resync}
+	if ev.Kind == handlers.KindInit {
+		// The page only shows how many rows the init carried.
+		rows, _ := handlers.Items[json.RawMessage](ev)
+		n := len(rows)
+		c.Rows = &n
+		return c
+	}
+	c.Data = ev.Data
+	return c
+}
+
+// subscriptionInfo is one line of /debug/subscriptions.
+type subscriptionInfo struct {
+	UID        string    `json:"uid"`
+	Collection string    `json:"collection"`
+	Persistent bool      `json:"persistent"`
+	State      string    `json:"state"`
+	Events     uint64    `json:"events"`
+	Created    time.Time `json:"created"`
+}
+
+// subscriptions shows the manager's live subscriptions: one per open page.
+func (a *app) subscriptions(w http.ResponseWriter, r *http.Request) {
+	infos := a.m.ActiveSubscriptions()
+	out := make([]subscriptionInfo, 0, len(infos))
+	for _, in := range infos {
+		out = append(out, subscriptionInfo{
+			UID: in.UID, Collection: in.Collection, Persistent: in.Persistent,
+			State: in.State.String(), Events: in.Stats.Events, Created: in.Created,
+		})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(out)
+}
+
+// writer changes posts on the embedded server now and then: it creates
+// posts, flips their status and deletes some, with the same events as the
+// REST API would send.
+func writer(ctx context.Context, srv *directustest.Server, every time.Duration, log *slog.Logger) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rows := srv.Items("posts")
+		var err error
+		switch p := rand.IntN(10); {
+		case len(rows) < 3 || p < 5:
+			n++
+			_, err = srv.Create("posts", map[string]any{"title": fmt.Sprintf("post %d", n), "status": "draft", "views": 0})
+		case p < 8:
+			row := rows[rand.IntN(len(rows))]
+			status := "published"
+			if row["status"] == "published" {
+				status = "draft"
+			}
+			// A string key, as PATCH /items/posts/7 names it.
+			_, err = srv.Update("posts", []any{fmt.Sprint(row["id"])}, map[string]any{"status": status})
+		default:
+			err = srv.Delete("posts", fmt.Sprint(rows[rand.IntN(len(rows))]["id"]))
+		}
+		if err != nil {
+			log.Warn("write failed", "err", err)
+		}
+	}
+}
