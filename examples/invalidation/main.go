@@ -102,19 +102,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		return p, err
 	})
 
-	// The subscription that keeps it fresh. Only the ids are needed, so the
-	// events carry nothing else. Invalidate reads the keys of every event
-	// (the rows' "id", and the keys of deletes however they were sent).
-	// The subscription ends with ctx.
-	_, err = m.Subscribe(ctx, manager.SubscribeOptions{
-		Collection: "posts",
-		Query:      &conn.Query{Fields: []string{"id"}},
-	}, handlers.Invalidate("id", posts.invalidate))
-	if err != nil {
-		return fmt.Errorf("subscribe: %w", err)
-	}
-
-	// Posts created here are deleted at the end, also on a real Directus.
+	// Some posts to read: one for the walkthrough, eight for the concurrent
+	// phase. They are deleted at the end, also on a real Directus.
 	var created []int64
 	defer func() {
 		if len(created) > 0 {
@@ -123,29 +112,48 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 			_ = api.do(cleanup, http.MethodDelete, "/items/posts", created, nil)
 		}
 	}()
-	create := func(title string) (int64, error) {
+	for i := range 9 {
+		title := fmt.Sprintf("post %d", i)
+		if i == 0 {
+			title = "first version"
+		}
 		var p Post
 		err := api.do(ctx, http.MethodPost, "/items/posts", map[string]any{"title": title, "status": "draft", "views": 0}, &p)
-		if err == nil {
-			created = append(created, p.ID)
+		if err != nil {
+			return err
 		}
-		return p.ID, err
+		created = append(created, p.ID)
 	}
-
 	forget := func(id int64) { created = slices.DeleteFunc(created, func(c int64) bool { return c == id }) }
+	first, others := created[0], slices.Clone(created[1:])
 
-	if err := walkthrough(ctx, log, api, posts, create, forget); err != nil {
+	// The subscription that keeps the cache fresh. Only the ids are needed,
+	// so the events carry nothing else. Invalidate reads the keys of every
+	// event (the rows' "id", and the keys of deletes however they were
+	// sent) and drops everything on an init. The subscription ends with ctx.
+	before := posts.Generation(keyOf(first))
+	_, err = m.Subscribe(ctx, manager.SubscribeOptions{
+		Collection: "posts",
+		Query:      &conn.Query{Fields: []string{"id"}},
+	}, handlers.Invalidate("id", posts.invalidate))
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	// Subscribe returns when the init has arrived; its handler runs on the
+	// subscription's own goroutine. Wait until the init's invalidation is
+	// done, so that the first read below is not overtaken by it.
+	if err := posts.WaitInvalidated(ctx, keyOf(first), before); err != nil {
 		return err
 	}
-	return hammer(ctx, log, cfg, api, posts, create)
+
+	if err := walkthrough(ctx, log, api, posts, first, forget); err != nil {
+		return err
+	}
+	return hammer(ctx, log, cfg, api, posts, others)
 }
 
 // walkthrough shows one entry's life: miss, hit, write, invalidation, miss.
-func walkthrough(ctx context.Context, log *slog.Logger, api *restClient, posts *cache, create func(string) (int64, error), forget func(int64)) error {
-	id, err := create("first version")
-	if err != nil {
-		return err
-	}
+func walkthrough(ctx context.Context, log *slog.Logger, api *restClient, posts *cache, id int64, forget func(int64)) error {
 	key := keyOf(id)
 	read := func(step string) (Post, error) {
 		p, hit, err := posts.Get(ctx, key)
@@ -206,17 +214,9 @@ func walkthrough(ctx context.Context, log *slog.Logger, api *restClient, posts *
 
 // hammer runs readers and a writer concurrently and counts stale reads: a
 // read that started after the invalidation of a write must see that write.
-func hammer(ctx context.Context, log *slog.Logger, cfg config, api *restClient, posts *cache, create func(string) (int64, error)) error {
+func hammer(ctx context.Context, log *slog.Logger, cfg config, api *restClient, posts *cache, ids []int64) error {
 	if cfg.Readers <= 0 {
 		cfg.Readers = 4
-	}
-	var ids []int64
-	for i := range 8 {
-		id, err := create(fmt.Sprintf("post %d", i))
-		if err != nil {
-			return err
-		}
-		ids = append(ids, id)
 	}
 	// minViews[i] is the views value of the last write to ids[i] whose
 	// invalidation has arrived: no later read may return less.

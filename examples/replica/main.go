@@ -94,11 +94,6 @@ var errDiffers = errors.New("the replica differs from the server")
 
 func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stdout, nil))
-	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
-	}
 	if cfg.Collection == "" {
 		cfg.Collection = "posts"
 	}
@@ -191,6 +186,13 @@ func replicate[K comparable, T any](ctx context.Context, r *replicator, key func
 	feed := &changeFeed[K, T]{log: r.log, max: r.cfg.Lines, describe: describe, describeUpdate: describeUpdate}
 	removeListener := posts.AddListener(store.ListenerFunc[K, T](feed.onChange))
 	defer removeListener()
+
+	// -duration counts from here, once the replica is live.
+	if r.cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Duration)
+		defer cancel()
+	}
 
 	// The writer and the once-a-second summary run until ctx is done.
 	var wg sync.WaitGroup

@@ -180,8 +180,10 @@ func TestBuildExamples(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the examples with the go command")
 	}
-	// go test puts its own go command first in PATH.
-	cmd := exec.CommandContext(t.Context(), "go", "build", "./examples/...")
+	// go test puts its own go command first in PATH. The binaries go to a
+	// temporary directory (with a single match, go build would write one
+	// into the working directory).
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", t.TempDir(), "./examples/...")
 	cmd.Dir = filepath.Join("..", "..")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./examples/...: %v\n%s", err, out)

@@ -78,11 +78,6 @@ func main() {
 
 func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stdout, nil))
-	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
-	}
 
 	baseURL, token := cfg.URL, cfg.Token
 	var srv *directustest.Server
@@ -111,6 +106,12 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return err
+	}
+	// -duration counts from here, once the server is ready to listen.
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
 	}
 	hs := &http.Server{
 		Handler:           mux,
