@@ -95,8 +95,8 @@ func (c *Collection[K, T]) decodeKeys(ev handlers.Event) ([]K, error) {
 // replace makes the rows equal to items: rows absent from items are
 // deleted, changed ones updated, new ones added, all in one step.
 func (c *Collection[K, T]) replace(items []T, resync bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if c.closed {
 		return
 	}
@@ -135,8 +135,8 @@ func (c *Collection[K, T]) replace(items []T, resync bool) {
 }
 
 func (c *Collection[K, T]) upsert(items []T) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if c.closed {
 		return
 	}
@@ -152,8 +152,8 @@ func (c *Collection[K, T]) upsert(items []T) {
 }
 
 func (c *Collection[K, T]) remove(keys []K) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.lock()
+	defer c.unlock()
 	if c.closed {
 		return
 	}
@@ -211,9 +211,9 @@ func (c *Collection[K, T]) appliedLocked() {
 }
 
 func (c *Collection[K, T]) markSynced() {
-	c.mu.Lock()
+	c.lock()
 	c.markSyncedLocked()
-	c.mu.Unlock()
+	c.unlock()
 }
 
 func (c *Collection[K, T]) markSyncedLocked() {

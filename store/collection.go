@@ -76,6 +76,11 @@ type Collection[K comparable, T any] struct {
 	log   *slog.Logger
 	equal func(a, b T) bool
 
+	// Every change takes rangeMu, then mu (lock). Range holds only rangeMu,
+	// for reading: the reads f makes take mu for reading, and a change
+	// waiting for Range to end waits on rangeMu, not on mu, so they never
+	// queue behind it.
+	rangeMu   sync.RWMutex
 	mu        sync.RWMutex
 	rows      map[K]T
 	indexes   map[string]*index[K, T]
@@ -132,6 +137,17 @@ func New[K comparable, T any](opts Options[K, T]) *Collection[K, T] {
 	return c
 }
 
+// lock takes the collection for a change; see rangeMu.
+func (c *Collection[K, T]) lock() {
+	c.rangeMu.Lock()
+	c.mu.Lock()
+}
+
+func (c *Collection[K, T]) unlock() {
+	c.mu.Unlock()
+	c.rangeMu.Unlock()
+}
+
 // Get returns the row with key k.
 func (c *Collection[K, T]) Get(k K) (T, bool) {
 	c.mu.RLock()
@@ -149,11 +165,12 @@ func (c *Collection[K, T]) Len() int {
 
 // Range calls f for each row, in no particular order, until f returns
 // false. It sees one consistent state: no event is applied while it runs,
-// so f must not take long and must not call methods that write (it may
-// read).
+// so f must not take long and must not call methods that write, nor Range
+// itself. It may call the other read methods, which answer from the same
+// state.
 func (c *Collection[K, T]) Range(f func(K, T) bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.rangeMu.RLock()
+	defer c.rangeMu.RUnlock()
 	for k, v := range c.rows {
 		if !f(k, v) {
 			return

@@ -64,9 +64,9 @@ func (f ListenerFunc[K, T]) OnChange(ch Change[K, T]) { f(ch) }
 // after the rows and indexes show it.
 func (c *Collection[K, T]) AddListener(l Listener[K, T]) (remove func()) {
 	ls := &listener[K, T]{fn: l, limit: c.opts.ListenerQueue, wake: make(chan struct{}, 1), stop: make(chan struct{})}
-	c.mu.Lock()
+	c.lock()
 	if c.closed {
-		c.mu.Unlock()
+		c.unlock()
 		return func() {}
 	}
 	initial := make([]Change[K, T], 0, len(c.rows))
@@ -76,15 +76,15 @@ func (c *Collection[K, T]) AddListener(l Listener[K, T]) (remove func()) {
 	ls.push(initial)
 	c.listeners[ls] = struct{}{}
 	c.listenWG.Add(1)
-	c.mu.Unlock()
+	c.unlock()
 	go func() {
 		defer c.listenWG.Done()
 		ls.run()
 	}()
 	return func() {
-		c.mu.Lock()
+		c.lock()
 		delete(c.listeners, ls)
-		c.mu.Unlock()
+		c.unlock()
 		ls.halt()
 	}
 }

@@ -160,11 +160,11 @@ func (c *Collection[K, T]) isClosed() bool {
 // for them. The rows stay readable; no event is applied any more.
 func (c *Collection[K, T]) Close() error {
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
+		c.lock()
 		c.closed = true
 		listeners := c.listeners
 		c.listeners = map[*listener[K, T]]struct{}{}
-		c.mu.Unlock()
+		c.unlock()
 		for l := range listeners {
 			l.halt()
 		}
