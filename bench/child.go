@@ -1,0 +1,220 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/e41af43e/directus-realtime/manager"
+)
+
+// The child protocol: a client runs in a process of its own (a Go binary or
+// the Node script in bench/sdk), so that its memory is its own.
+//
+//  1. The parent starts it with the server URL, a token, the number of events
+//     to expect and a path for its apply times.
+//  2. The child connects, subscribes, applies the init and prints a Ready
+//     line (JSON) on stdout.
+//  3. The parent writes one Expect line (JSON) on the child's stdin once the
+//     expected rows are known (after the writes, in a live run).
+//  4. The child waits until it has applied the expected number of events (or
+//     none for Quiet), measures its memory, compares its replica with the
+//     expected rows, writes its apply times and prints a Result line.
+
+// Ready is the child's first line.
+type Ready struct {
+	Client string  `json:"client"`
+	InitMS float64 `json:"init_ms"` // subscribe to init applied
+	Rows   int     `json:"rows"`
+}
+
+// Expect is the parent's line to the child.
+type Expect struct {
+	Expected string `json:"expected"` // a file written by WriteRows
+	QuietMS  int    `json:"quiet_ms"` // give up after this long without an event
+}
+
+// Result is the child's last line.
+type Result struct {
+	Client  string `json:"client"`
+	Runtime string `json:"runtime"`
+	Events  int    `json:"events"` // create, update and delete events applied
+	Inits   int    `json:"inits"`  // more than 1: the client resynced
+	// Unix milliseconds: connecting, first init applied, last init applied,
+	// first and last event applied.
+	StartAt     float64 `json:"start_at"`
+	FirstInitAt float64 `json:"first_init_at"`
+	InitAt      float64 `json:"init_at"`
+	FirstAt     float64 `json:"first_at"`
+	LastAt      float64 `json:"last_at"`
+
+	Rows    int  `json:"rows"`
+	Missing int  `json:"missing"`
+	Extra   int  `json:"extra"`
+	Changed int  `json:"changed"`
+	Correct bool `json:"correct"`
+
+	// Bytes per row of the final replica: heap in use (Go HeapInuse, Node
+	// heapUsed), live heap (Go HeapAlloc, Node heapUsed) and resident set,
+	// each after a full GC, minus the same figure before connecting.
+	HeapPerRow float64 `json:"heap_per_row"`
+	LivePerRow float64 `json:"live_per_row"`
+	RSSPerRow  float64 `json:"rss_per_row"`
+	RSSBytes   float64 `json:"rss_bytes"`
+
+	Goroutines int    `json:"goroutines,omitempty"` // Go: all goroutines of the child at the end
+	Quiet      bool   `json:"quiet,omitempty"`      // stopped waiting: no event for QuietMS
+	Error      string `json:"error,omitempty"`
+}
+
+// DoneAt is when the replica reached its final state: the last event or
+// init applied (unix milliseconds).
+func (r Result) DoneAt() float64 { return max(r.LastAt, r.InitAt) }
+
+// Throughput is the rate, in events per second, at which the client went
+// through a stream of expected events after its first init: all of them over
+// the time to its final state when the replica is correct (a client that
+// resynced skipped some, and is credited with what the init replaced), only
+// those it applied over the time it applied them otherwise.
+func (r Result) Throughput(expected int) float64 {
+	first := r.FirstInitAt
+	if first == 0 {
+		first = r.InitAt
+	}
+	if r.Correct && r.DoneAt() > first {
+		return float64(expected) / ((r.DoneAt() - first) / 1000)
+	}
+	if r.Events == 0 || r.LastAt <= first {
+		return 0
+	}
+	return float64(r.Events) / ((r.LastAt - first) / 1000)
+}
+
+// ChildArgs configure RunChild.
+type ChildArgs struct {
+	Client  string // "lib", "lib-q1m" or "minimal"
+	URL     string
+	Token   string
+	Events  int
+	Times   string // file for the apply times (float64 unix ms, little endian); "" for none
+	Timeout time.Duration
+}
+
+// NewGoClient returns the client named kind, marking into marks.
+func NewGoClient(kind string, marks *Marks) (Client, error) {
+	switch kind {
+	case "lib":
+		return &LibClient{Marks: marks}, nil
+	case "lib-q1m":
+		// The library with a subscription queue that holds a whole
+		// firehose, so that it never overflows and resyncs.
+		return &LibClient{Marks: marks, ManagerOptions: &manager.Options{QueueSize: 1 << 20}}, nil
+	case "minimal":
+		return &MinimalClient{Marks: marks}, nil
+	}
+	return nil, fmt.Errorf("unknown client %q (want lib, lib-q1m or minimal)", kind)
+}
+
+func unixMS(t time.Time) float64 {
+	if t.IsZero() || t.UnixNano() <= 0 {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e6
+}
+
+// RunChild runs one Go client under the child protocol.
+func RunChild(a ChildArgs, stdin io.Reader, stdout io.Writer) error {
+	if a.Timeout <= 0 {
+		a.Timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.Timeout)
+	defer cancel()
+	marks := NewMarks(a.Events)
+	c, err := NewGoClient(a.Client, marks)
+	if err != nil {
+		return err
+	}
+	before := MeasureMem()
+	start := time.Now()
+	if err := c.Start(ctx, a.URL, a.Token); err != nil {
+		return fmt.Errorf("%s: start: %w", a.Client, err)
+	}
+	defer c.Close()
+	enc := json.NewEncoder(stdout)
+	if err := enc.Encode(Ready{Client: a.Client, InitMS: float64(marks.InitAt().Sub(start)) / 1e6, Rows: len(c.Rows())}); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(stdin).ReadBytes('\n')
+	if err != nil {
+		return fmt.Errorf("reading the expect line: %w", err)
+	}
+	var exp Expect
+	if err := json.Unmarshal(line, &exp); err != nil {
+		return fmt.Errorf("expect line: %w", err)
+	}
+	quiet := time.Duration(exp.QuietMS) * time.Millisecond
+	if quiet <= 0 {
+		quiet = 5 * time.Second
+	}
+	want, err := ReadRows(exp.Expected)
+	if err != nil {
+		return err
+	}
+	res := Result{Client: a.Client, Runtime: runtime.Version(), StartAt: unixMS(start)}
+	converged := func() bool { return Compare(c.Rows(), want).OK() }
+	if err := marks.WaitDone(ctx, a.Events, quiet, converged); err != nil {
+		if !errors.Is(err, errQuiet) {
+			return err
+		}
+		res.Quiet = true
+	}
+	after := MeasureMem()
+	rows := c.Rows()
+	d := Compare(rows, want)
+	times := marks.Times()
+	res.Events, res.Inits = marks.Count(), marks.Inits()
+	res.FirstInitAt, res.InitAt = unixMS(marks.FirstInitAt()), unixMS(marks.InitAt())
+	if len(times) > 0 {
+		res.FirstAt, res.LastAt = float64(times[0])/1e6, float64(times[len(times)-1])/1e6
+	}
+	res.Rows, res.Missing, res.Extra, res.Changed, res.Correct = len(rows), d.Missing, d.Extra, d.Changed, d.OK()
+	res.HeapPerRow, res.LivePerRow, res.RSSPerRow = PerRow(before, after, len(rows))
+	res.RSSBytes = float64(after.RSS)
+	res.Goroutines = runtime.NumGoroutine()
+	if a.Times != "" {
+		if err := writeTimes(a.Times, times); err != nil {
+			return err
+		}
+	}
+	return enc.Encode(res)
+}
+
+func writeTimes(path string, times []int64) error {
+	b := make([]byte, 8*len(times))
+	for i, t := range times {
+		binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(float64(t)/1e6))
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// ReadTimes reads an apply-times file (float64 unix milliseconds, little
+// endian) as unix nanoseconds.
+func ReadTimes(path string) ([]int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int64, len(b)/8)
+	for i := range out {
+		out[i] = int64(math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:])) * 1e6)
+	}
+	return out, nil
+}

@@ -1,0 +1,445 @@
+// Command compare runs the same seeded workload through three clients and
+// compares them: the library (manager + store.Collection), the smallest
+// hand-written Go client (bench.MinimalClient) and the official
+// @directus/sdk realtime client under Node 22 (bench/sdk/client.mjs, in its
+// two documented reading styles). Each client runs in a process of its own.
+//
+//	go run ./bench/cmd/compare [-n 100000] [-m 100000] [-runs 5] [-svg bench/throughput.svg]
+//
+// Two phases:
+//
+//   - live: every client is connected to one directustest server while the
+//     writes are made; a correct client then applies events at the server's
+//     rate, so what differs is the time each one needs to converge after the
+//     last write, its end-to-end latency and whether its replica is right. A
+//     recorder connected alongside keeps every frame its subscription got.
+//   - firehose: a replay server (bench.ReplayServer) feeds each client in
+//     turn the identical recorded init and event frames as fast as the socket
+//     takes them, so the client's own processing rate is measured. Repeated
+//     -runs times; medians are reported.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/e41af43e/directus-realtime/bench"
+	"github.com/e41af43e/directus-realtime/directustest"
+)
+
+func main() {
+	var (
+		child   = flag.String("child", "", "internal: run one Go client (lib or minimal) under the child protocol")
+		url     = flag.String("url", "", "child mode: server URL")
+		token   = flag.String("token", "", "child mode: static token")
+		events  = flag.Int("events", 0, "child mode: events to expect")
+		times   = flag.String("times", "", "child mode: file for the apply times")
+		n       = flag.Int("n", 100_000, "rows of the init")
+		m       = flag.Int("m", 100_000, "writes after the init")
+		seed    = flag.Uint64("seed", 1, "workload seed")
+		runs    = flag.Int("runs", 5, "firehose runs per client (medians are reported)")
+		pRate   = flag.Float64("paced-rate", 500, "paced live phase: writes per second (0: no paced phase)")
+		pSecs   = flag.Duration("paced-for", 10*time.Second, "paced live phase: duration (the first rate×duration writes of the workload)")
+		clients = flag.String("clients", "lib,lib-q1m,minimal,sdk-iter,sdk-listener", "clients to compare")
+		node    = flag.String("node", defaultNode(), "Node 22 binary for the SDK client")
+		sdkDir  = flag.String("sdk", "bench/sdk", "directory of the SDK client (npm ci done)")
+		outDir  = flag.String("out", "bench/out", "directory for results and scratch files")
+		svg     = flag.String("svg", "", "write the chart to this SVG file")
+		quiet   = flag.Duration("quiet", 5*time.Second, "give up on a client after this long without an event")
+	)
+	flag.Parse()
+	if *child != "" {
+		err := bench.RunChild(bench.ChildArgs{Client: *child, URL: *url, Token: *token, Events: *events, Times: *times}, os.Stdin, os.Stdout)
+		if err != nil {
+			_ = json.NewEncoder(os.Stdout).Encode(bench.Result{Client: *child, Error: err.Error()})
+			os.Exit(1)
+		}
+		return
+	}
+	cfg := config{n: *n, m: *m, seed: *seed, runs: *runs, pacedRate: *pRate, pacedSeconds: *pSecs, node: *node, sdkDir: *sdkDir, outDir: *outDir, svg: *svg, quiet: *quiet}
+	for _, c := range strings.Split(*clients, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			cfg.clients = append(cfg.clients, c)
+		}
+	}
+	if err := run(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	n, m           int
+	seed           uint64
+	runs           int
+	pacedRate      float64
+	pacedSeconds   time.Duration
+	clients        []string
+	node, sdkDir   string
+	outDir, svg    string
+	quiet          time.Duration
+	nodeVersion    string
+	skippedClients []string
+}
+
+func defaultNode() string {
+	home, _ := os.UserHomeDir()
+	p := filepath.Join(home, ".cache/directus-realtime/directus-12.4.1/node22/bin/node")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return "node"
+}
+
+func (c *config) spec(name string) (bench.ProcSpec, error) {
+	switch name {
+	case "lib", "lib-q1m", "minimal":
+		return bench.GoSpec(name)
+	case "sdk-iter", "sdk-listener":
+		return bench.NodeSpec(c.node, c.sdkDir, strings.TrimPrefix(name, "sdk-")), nil
+	}
+	return bench.ProcSpec{}, fmt.Errorf("unknown client %q", name)
+}
+
+// liveResult is one client's figures in a live phase.
+type liveResult struct {
+	bench.Result
+	InitMS   float64
+	Converge time.Duration // replica final − last write returned
+	Latency  bench.Dist    // write start → event applied
+}
+
+// livePhase is one live run.
+type livePhase struct {
+	Rate     float64 // writes per second, 0 for full speed
+	Writes   int
+	Events   int
+	Duration time.Duration // first write started → last write returned
+	Clients  []liveResult
+}
+
+// fireResult is one client's figures in the firehose phase (medians).
+type fireResult struct {
+	Name                              string
+	Runs                              []bench.Result
+	EventsPerSec, InitMS              float64
+	HeapPerRow, LivePerRow, RSSPerRow float64
+	Correct                           int // runs with a correct replica
+	Resubscribes                      int // resyncs the client asked for, over all runs
+}
+
+type ratio struct {
+	Client             string
+	Throughput, Memory float64 // client / minimal: firehose events/s, heap in use per row
+}
+
+// report is everything compare.json holds.
+type report struct {
+	When      time.Time
+	Machine   map[string]string
+	N, M      int
+	Seed      uint64
+	Events    int
+	Runs      int
+	Live      []livePhase
+	Firehose  []fireResult
+	Recording string
+	Ratios    []ratio
+	Notes     []string
+}
+
+func run(cfg config) error {
+	if err := os.MkdirAll(cfg.outDir, 0o755); err != nil {
+		return err
+	}
+	for _, c := range cfg.clients {
+		if strings.HasPrefix(c, "sdk-") {
+			if err := checkNode(&cfg); err != nil {
+				fmt.Fprintf(os.Stderr, "compare: skipping the SDK clients: %v\n", err)
+				cfg.clients = slices.DeleteFunc(cfg.clients, func(s string) bool { return strings.HasPrefix(s, "sdk-") })
+				cfg.skippedClients = append(cfg.skippedClients, "sdk ("+err.Error()+")")
+			}
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+	defer cancel()
+	w := bench.NewWorkload(cfg.seed, cfg.n, cfg.m)
+	rep := &report{When: time.Now().UTC(), Machine: machine(cfg), N: cfg.n, M: cfg.m, Seed: cfg.seed, Events: w.Events, Runs: cfg.runs}
+	fmt.Printf("workload: seed %d, init %d rows, %d writes -> %d events per subscription\n", cfg.seed, cfg.n, cfg.m, w.Events)
+
+	// Live at full speed; the recorder keeps the frames for the firehose.
+	full, recording, err := live(ctx, cfg, w, 0, true)
+	if err != nil {
+		return err
+	}
+	rep.Live = append(rep.Live, *full)
+	rep.Recording = recording.String()
+	// Live at a paced rate: the first writes of the same workload.
+	if cfg.pacedRate > 0 && cfg.pacedSeconds > 0 {
+		k := int(cfg.pacedRate * cfg.pacedSeconds.Seconds())
+		paced, _, err := live(ctx, cfg, w.Prefix(k), cfg.pacedRate, false)
+		if err != nil {
+			return err
+		}
+		rep.Live = append(rep.Live, *paced)
+	}
+
+	// Firehose.
+	rs, err := bench.NewReplayServer(recording)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	expected := filepath.Join(cfg.outDir, "expected.json")
+	fmt.Printf("\nfirehose: replaying %s, %d runs per client\n", rep.Recording, cfg.runs)
+	fires := map[string]*fireResult{}
+	for _, name := range cfg.clients {
+		fires[name] = &fireResult{Name: name}
+	}
+	for run := range cfg.runs {
+		// Rotate the order, so that no client always runs first.
+		order := slices.Clone(cfg.clients)
+		k := run % len(order)
+		order = append(order[k:], order[:k]...)
+		for _, name := range order {
+			spec, _ := cfg.spec(name)
+			subs := rs.Subscribes()
+			p, err := bench.StartProc(ctx, spec, rs.URL(), directustest.AdminToken, w.Events, "")
+			if err != nil {
+				return err
+			}
+			r, err := p.Finish(ctx, expected, cfg.quiet)
+			if err != nil {
+				return err
+			}
+			f := fires[name]
+			f.Resubscribes += rs.Subscribes() - subs - 1
+			f.Runs = append(f.Runs, r)
+			fmt.Printf("firehose run %d: %-12s %9.0f events/s  init %7.1f ms  heap %6.1f B/row  rss %6.1f B/row  %d/%d events applied, %d inits  %s\n",
+				run+1, name, r.Throughput(w.Events), r.FirstInitAt-r.StartAt, r.HeapPerRow, r.RSSPerRow, r.Events, w.Events, r.Inits, correct(r))
+		}
+	}
+	for _, name := range cfg.clients {
+		f := fires[name]
+		f.EventsPerSec = median(f.Runs, func(r bench.Result) float64 { return r.Throughput(w.Events) })
+		f.InitMS = median(f.Runs, func(r bench.Result) float64 { return r.FirstInitAt - r.StartAt })
+		f.HeapPerRow = median(f.Runs, func(r bench.Result) float64 { return r.HeapPerRow })
+		f.LivePerRow = median(f.Runs, func(r bench.Result) float64 { return r.LivePerRow })
+		f.RSSPerRow = median(f.Runs, func(r bench.Result) float64 { return r.RSSPerRow })
+		for _, r := range f.Runs {
+			if r.Correct {
+				f.Correct++
+			}
+		}
+		rep.Firehose = append(rep.Firehose, *f)
+	}
+	base := fires["minimal"]
+	for _, lib := range []string{"lib", "lib-q1m"} {
+		if f := fires[lib]; f != nil && base != nil && base.EventsPerSec > 0 && base.HeapPerRow > 0 {
+			rep.Ratios = append(rep.Ratios, ratio{Client: lib, Throughput: f.EventsPerSec / base.EventsPerSec, Memory: f.HeapPerRow / base.HeapPerRow})
+		}
+	}
+	for _, s := range cfg.skippedClients {
+		rep.Notes = append(rep.Notes, "skipped: "+s)
+	}
+	printFirehose(rep)
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(filepath.Join(cfg.outDir, "compare.json"), b, 0o644); err != nil {
+		return err
+	}
+	if cfg.svg != "" {
+		if err := os.WriteFile(cfg.svg, []byte(chart(rep)), 0o644); err != nil {
+			return err
+		}
+		fmt.Println("chart written to", cfg.svg)
+	}
+	return nil
+}
+
+// live runs w on a fresh directustest server with every client connected,
+// at rate writes per second (0: full speed). With record, a recorder is
+// connected too and its recording returned, and the expected rows are kept
+// in the out directory for the firehose.
+func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, record bool) (*livePhase, bench.Recording, error) {
+	var recording bench.Recording
+	srv := directustest.NewServer(nil)
+	defer srv.Close()
+	wr := bench.DirectWriter{Srv: srv}
+	model, err := w.SeedInit(ctx, wr)
+	if err != nil {
+		return nil, recording, err
+	}
+	var rec *bench.Recorder
+	if record {
+		if rec, err = bench.StartRecorder(ctx, srv.URL(), directustest.AdminToken); err != nil {
+			return nil, recording, err
+		}
+	}
+	phase := &livePhase{Rate: rate, Writes: len(w.Ops), Events: w.Events}
+	fmt.Printf("\nlive at %s: init %d rows, then %d writes (%d events)\n", rateString(rate), len(w.Init), len(w.Ops), w.Events)
+	tag := "live-full"
+	if rate > 0 {
+		tag = fmt.Sprintf("live-%.0f", rate)
+	}
+	procs := make([]*bench.Proc, 0, len(cfg.clients))
+	defer func() {
+		for _, p := range procs {
+			p.Kill()
+		}
+	}()
+	for _, name := range cfg.clients {
+		spec, err := cfg.spec(name)
+		if err != nil {
+			return nil, recording, err
+		}
+		times := filepath.Join(cfg.outDir, tag+"-"+name+".times")
+		p, err := bench.StartProc(ctx, spec, srv.URL(), directustest.AdminToken, w.Events, times)
+		if err != nil {
+			return nil, recording, err
+		}
+		procs = append(procs, p)
+	}
+	runRes, err := w.Run(ctx, wr, model, rate)
+	if err != nil {
+		return nil, recording, err
+	}
+	phase.Duration = runRes.Last.Sub(runRes.First)
+	server, _ := wr.Rows(ctx)
+	if d := bench.Compare(server, model.Rows); !d.OK() {
+		return nil, recording, fmt.Errorf("the model differs from the server: %s", d)
+	}
+	expected := filepath.Join(cfg.outDir, tag+"-expected.json")
+	if record {
+		expected = filepath.Join(cfg.outDir, "expected.json")
+	}
+	if err := bench.WriteRows(expected, model.Sorted()); err != nil {
+		return nil, recording, err
+	}
+	for _, p := range procs {
+		r, err := p.Finish(ctx, expected, cfg.quiet)
+		if err != nil {
+			return nil, recording, err
+		}
+		lr := liveResult{Result: r, InitMS: p.Ready.InitMS}
+		lr.Converge = time.Duration((r.DoneAt() - float64(runRes.Last.UnixNano())/1e6) * 1e6)
+		if ts, err := bench.ReadTimes(p.Times); err == nil && r.Events == w.Events && r.Inits == 1 {
+			lr.Latency = bench.Summarize(bench.Latencies(runRes.WriteStart, ts))
+		}
+		phase.Clients = append(phase.Clients, lr)
+	}
+	if rec != nil {
+		for rec.Count() < w.Events && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		recording = rec.Stop()
+	}
+	printLive(phase)
+	return phase, recording, nil
+}
+
+func correct(r bench.Result) string {
+	if r.Correct {
+		return "replica CORRECT"
+	}
+	return fmt.Sprintf("replica WRONG (%d missing, %d extra, %d changed)", r.Missing, r.Extra, r.Changed)
+}
+
+func rateString(rate float64) string {
+	if rate <= 0 {
+		return "full speed"
+	}
+	return fmt.Sprintf("%.0f/s", rate)
+}
+
+func median(rs []bench.Result, f func(bench.Result) float64) float64 {
+	if len(rs) == 0 {
+		return 0
+	}
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func printLive(ph *livePhase) {
+	fmt.Printf("live at %s (all clients on one directustest server; %d writes took %s, %.0f events/s):\n",
+		rateString(ph.Rate), ph.Writes, ph.Duration.Round(time.Millisecond), float64(ph.Events)/ph.Duration.Seconds())
+	fmt.Printf("  %-12s %9s %10s %11s %11s %11s %11s %11s   %s\n", "client", "init ms", "events", "converge", "lat p50", "lat p90", "lat p99", "lat max", "replica")
+	for _, l := range ph.Clients {
+		p50, p90, p99, mx := "n/a", "n/a", "n/a", "n/a"
+		if l.Latency.N > 0 {
+			p50, p90, p99, mx = msf(l.Latency.P50), msf(l.Latency.P90), msf(l.Latency.P99), msf(l.Latency.Max)
+		}
+		fmt.Printf("  %-12s %9.1f %10d %11s %11s %11s %11s %11s   %s\n", l.Client, l.InitMS, l.Events, msf(l.Converge), p50, p90, p99, mx, correct(l.Result))
+	}
+}
+
+func msf(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+
+func printFirehose(rep *report) {
+	fmt.Printf("\nfirehose (identical recorded frames, as fast as the socket allows; medians of %d runs):\n", rep.Runs)
+	fmt.Printf("  %-12s %12s %10s %12s %12s %12s %8s   %s\n", "client", "events/s", "init ms", "heap B/row", "live B/row", "RSS B/row", "resyncs", "correct runs")
+	for _, f := range rep.Firehose {
+		fmt.Printf("  %-12s %12.0f %10.1f %12.1f %12.1f %12.1f %8d   %d/%d\n", f.Name, f.EventsPerSec, f.InitMS, f.HeapPerRow, f.LivePerRow, f.RSSPerRow, f.Resubscribes, f.Correct, len(f.Runs))
+	}
+	for _, r := range rep.Ratios {
+		fmt.Printf("%s / minimal: throughput %.2fx (requirement >= 1.00), heap per row %.2fx (requirement <= 1.30)\n", r.Client, r.Throughput, r.Memory)
+	}
+}
+
+func checkNode(cfg *config) error {
+	out, err := exec.Command(cfg.node, "--version").Output()
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.node, err)
+	}
+	v := strings.TrimSpace(string(out))
+	var major int
+	if _, err := fmt.Sscanf(v, "v%d", &major); err != nil || major < 22 {
+		return fmt.Errorf("%s is %s; the SDK needs Node 22 or later", cfg.node, v)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.sdkDir, "node_modules/@directus/sdk/package.json")); err != nil {
+		return fmt.Errorf("run npm ci in %s first", cfg.sdkDir)
+	}
+	cfg.nodeVersion = v
+	return nil
+}
+
+func machine(cfg config) map[string]string {
+	m := map[string]string{"go": runtime.Version(), "nproc": fmt.Sprint(runtime.NumCPU())}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				m["cpu"] = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		m["mem"] = strings.TrimSpace(strings.SplitN(strings.SplitN(string(b), "\n", 2)[0], ":", 2)[1])
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m["loadavg_at_start"] = strings.Join(strings.Fields(string(b))[:3], " ")
+	}
+	if cfg.nodeVersion != "" {
+		m["node"] = cfg.nodeVersion
+	}
+	return m
+}
