@@ -169,7 +169,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 			return fmt.Errorf("create a notification: %w", err)
 		}
 		sent++
-		timeout := time.NewTimer(10 * time.Second)
+		timeout := time.NewTimer(30 * time.Second)
 		defer timeout.Stop()
 		for {
 			select {
@@ -218,7 +218,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		srv.Restart()
 		select {
 		case <-restored:
-		case <-time.After(30 * time.Second):
+		case <-time.After(60 * time.Second):
 			return errors.New("the persistent subscription was not restored")
 		case <-ctx.Done():
 			return ctx.Err()

@@ -219,7 +219,7 @@ func replicate[K comparable, T any](ctx context.Context, r *replicator, key func
 	}
 
 	// The final check, with a fresh deadline: ctx is already done.
-	checkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	checkCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	return check(checkCtx, r, posts, key)
 }

@@ -36,13 +36,16 @@ func TestBrowser(t *testing.T) {
 		t.Skipf("%s not found: install Debian's chromium (apt-get install -y chromium) to check the page in a real browser; with REQUIRE_CHROMIUM=1 this is a failure", chromiumPath)
 	}
 	a := startApp(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	start := time.Now()
+	phase := func(what string) { t.Logf("%-40s after %v", what, time.Since(start).Round(time.Millisecond)) }
+	ctx, cancel := context.WithTimeout(t.Context(), 4*waitLimit)
 	defer cancel()
 
 	br := startChromium(t, a.base+"/?collection=posts")
 
 	// The page's EventSource made its subscription.
 	uid := waitUID(t, a.started, "subscription of the page's stream")
+	phase("the page subscribed")
 	if uids := a.activeUIDs(t); len(uids) != 1 || uids[0] != uid {
 		t.Fatalf("active subscriptions %v, want [%s]", uids, uid)
 	}
@@ -54,6 +57,7 @@ func TestBrowser(t *testing.T) {
 	}
 	page := br.pageTarget(ctx, t, a.base)
 	text := page.waitText(ctx, t, title)
+	phase("the page shows the write")
 	t.Logf("the page shows:\n%s", text)
 	flat := strings.Join(strings.Fields(text), " ") // innerText collapses spaces
 	for _, want := range []string{"Stream: live", "subscription " + uid, "subscribed: 0 rows", `create #1 "` + title + `" published`} {
@@ -66,9 +70,11 @@ func TestBrowser(t *testing.T) {
 	// The browser closes: its connections go, the request's context ends,
 	// and the subscription with it.
 	br.close(ctx, t)
+	phase("chromium exited")
 	if got := waitUID(t, a.ended, "end of the page's subscription"); got != uid {
 		t.Fatalf("ended %s, want %s", got, uid)
 	}
+	phase("the subscription ended")
 	if uids := a.activeUIDs(t); len(uids) != 0 {
 		t.Fatalf("active subscriptions after the browser closed: %v", uids)
 	}
@@ -152,8 +158,8 @@ func startChromium(t *testing.T, url string) *chromium {
 		t.Logf("chromium's DevTools up after %v", time.Since(start).Round(time.Millisecond))
 	case <-br.exited:
 		t.Fatalf("chromium exited: %v\n%s", cmd.ProcessState, stderr.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("chromium printed no DevTools address within 30s:\n%s", stderr.String())
+	case <-time.After(2 * waitLimit):
+		t.Fatalf("chromium printed no DevTools address within %v:\n%s", 2*waitLimit, stderr.String())
 	}
 	return br
 }
@@ -267,7 +273,7 @@ func (c *cdp) waitText(ctx context.Context, t *testing.T, want string) string {
     if (text().includes(want)) { obs.disconnect(); resolve(text()); }
   });
   obs.observe(document.documentElement, {childList: true, subtree: true, characterData: true});
-  setTimeout(() => { obs.disconnect(); reject(new Error("not shown within 10s; the page shows: " + text())); }, 10000);
+  setTimeout(() => { obs.disconnect(); reject(new Error("not shown in time; the page shows: " + text())); }, ` + fmt.Sprint(waitLimit.Milliseconds()) + `);
 })`
 	res, err := c.call(ctx, "Runtime.evaluate", map[string]any{"expression": expr, "awaitPromise": true, "returnByValue": true})
 	if err != nil {

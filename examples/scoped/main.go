@@ -139,7 +139,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 
 	<-ctx.Done()
 	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	err = hs.Shutdown(shutdownCtx)
 	wg.Wait()
