@@ -67,7 +67,8 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, os.Stdout); err != nil {
+	// An interrupt is a clean exit, even in the middle of the setup.
+	if err := run(ctx, cfg, os.Stdout); err != nil && !errors.Is(err, context.Canceled) {
 		slog.Error("invalidation", "err", err)
 		os.Exit(1)
 	}

@@ -84,6 +84,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// An interrupt is a clean exit, even in the middle of the setup.
 	if err := run(ctx, cfg, os.Stdout); err != nil && !errors.Is(err, context.Canceled) {
 		slog.Error("notifications", "err", err)
 		os.Exit(1)
@@ -191,7 +192,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		// them but the persistent ones.
 		ended := m.UnsubscribeAll()
 		for _, opts := range p.subs {
-			// Not persistent. They would also end with ctx.
+			// Not persistent: the next navigation ends them (so would ctx).
+			// A real page would render their events; here nothing does.
 			if _, err := m.Subscribe(ctx, opts, handlers.Funcs{}); err != nil {
 				return fmt.Errorf("page %s: %w", p.path, err)
 			}

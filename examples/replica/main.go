@@ -83,7 +83,9 @@ func main() {
 	context.AfterFunc(ctx, stop)
 	err := run(ctx, cfg, os.Stdout)
 	stop()
-	if err != nil {
+	// An interrupt during the setup is a clean exit; a replica that differs
+	// from the server at the end is not.
+	if err != nil && !errors.Is(err, context.Canceled) {
 		slog.Error("replica", "err", err)
 		os.Exit(1)
 	}
@@ -207,13 +209,13 @@ func replicate[K comparable, T any](ctx context.Context, r *replicator, key func
 			case <-ctx.Done():
 				return
 			case <-tick.C:
-				feed.summary(posts.Len())
+				feed.summary(posts.Len(), true)
 			}
 		}
 	})
 	<-ctx.Done()
 	wg.Wait() // the writer has made its last write
-	feed.summary(posts.Len())
+	feed.summary(posts.Len(), false)
 	if w != nil {
 		r.log.Info("writer stopped", "creates", w.creates, "updates", w.updates, "deletes", w.deletes, "failed", w.failed)
 	}
@@ -364,9 +366,11 @@ func (f *changeFeed[K, T]) onChange(ch store.Change[K, T]) {
 	case ch.Op == store.OpDelete:
 		f.deletes++
 	case ch.Op == store.OpReset:
-		// The listener fell far behind; a real consumer would re-read the
-		// collection (Snapshot) here.
+		// The listener fell far behind and its backlog was dropped; a real
+		// consumer would re-read the collection (Snapshot) here.
 		f.resets++
+		f.log.Warn("listener reset: too far behind")
+		return
 	}
 	if f.shown >= f.max {
 		f.hidden++
@@ -385,18 +389,20 @@ func (f *changeFeed[K, T]) onChange(ch store.Change[K, T]) {
 		f.log.Info("update", append([]any{"key", ch.Key, "change", f.describeUpdate(ch.Old, ch.New)}, resync...)...)
 	case store.OpDelete:
 		f.log.Info("delete", append([]any{"key", ch.Key, "row", f.describe(ch.Old)}, resync...)...)
-	case store.OpReset:
-		f.log.Warn("listener reset: too far behind")
 	}
 }
 
-// summary prints the replica's size and what changed since the last one.
-func (f *changeFeed[K, T]) summary(size int) {
+// summary prints the replica's size and what changed since the last one;
+// unless always is set, only if something changed.
+func (f *changeFeed[K, T]) summary(size int, always bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !always && f.adds+f.updates+f.deletes+f.initial+f.resets == 0 {
+		return
+	}
 	f.log.Info("replica", "size", size, "adds", f.adds, "updates", f.updates, "deletes", f.deletes,
 		"not_shown", f.hidden, "initial", f.initial)
-	f.shown, f.hidden, f.initial, f.adds, f.updates, f.deletes = 0, 0, 0, 0, 0, 0
+	f.shown, f.hidden, f.initial, f.adds, f.updates, f.deletes, f.resets = 0, 0, 0, 0, 0, 0, 0
 }
 
 // writer makes random changes through the REST API, as another service or a

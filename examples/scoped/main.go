@@ -70,7 +70,8 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, os.Stdout); err != nil {
+	// An interrupt is a clean exit, even in the middle of the setup.
+	if err := run(ctx, cfg, os.Stdout); err != nil && !errors.Is(err, context.Canceled) {
 		slog.Error("scoped", "err", err)
 		os.Exit(1)
 	}
@@ -108,11 +109,13 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		return err
 	}
 	// -duration counts from here, once the server is ready to listen.
+	var cancel context.CancelFunc
 	if cfg.Duration > 0 {
-		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
+	} else {
+		ctx, cancel = context.WithCancel(ctx)
 	}
+	defer cancel()
 	hs := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -122,11 +125,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("web server", "err", err)
-		}
-	})
+	serveErr := make(chan error, 1)
+	wg.Go(func() { serveErr <- hs.Serve(ln) })
 	base := "http://" + ln.Addr().String()
 	log.Info("open the page", "url", base+"/", "subscriptions", base+"/debug/subscriptions")
 	if cfg.listening != nil {
@@ -137,10 +137,16 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		wg.Go(func() { writer(ctx, srv, cfg.WriteEvery, log) })
 	}
 
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		cancel() // stops the writer
+		wg.Wait()
+		return fmt.Errorf("web server: %w", err)
+	}
 	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancelShutdown()
 	err = hs.Shutdown(shutdownCtx)
 	wg.Wait()
 	return err
