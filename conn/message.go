@@ -315,7 +315,8 @@ func DecodeMessage(b []byte) (*Message, error) {
 	if w.Type == nil {
 		return nil, &ProtocolError{Reason: "frame has no type", Size: len(b)}
 	}
-	if err := json.Unmarshal(w.Type, &m.Type); err != nil {
+	// Unmarshalling null into a string succeeds and leaves it empty.
+	if err := json.Unmarshal(w.Type, &m.Type); err != nil || string(w.Type) == "null" {
 		return nil, &ProtocolError{Reason: "type is not a string", Size: len(b)}
 	}
 	switch m.Type {
