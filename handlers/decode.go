@@ -84,7 +84,10 @@ func numberKey(n json.Number) Key {
 	if i, err := n.Int64(); err == nil {
 		return Key(strconv.FormatInt(i, 10))
 	}
-	if f, err := n.Float64(); err == nil && f == float64(int64(f)) && f < 1<<63 && f >= -1<<63 {
+	// Not -1<<63 itself: integers just below it (down to -1<<63-1024)
+	// round to it as float64, and -1<<63 written as an integer was taken
+	// by the Int64 case above.
+	if f, err := n.Float64(); err == nil && f == float64(int64(f)) && f < 1<<63 && f > -1<<63 {
 		return Key(strconv.FormatInt(int64(f), 10))
 	}
 	return Key(n.String())
