@@ -245,6 +245,10 @@ func TestConnSplitAndDelay(t *testing.T) {
 	if rtt < 2*delay {
 		t.Fatalf("ping round trip %v through a %v delay each way", rtt, delay)
 	}
+	// With everything closed, no write is in flight and the counters are
+	// final.
+	_ = s.c.Close()
+	_ = s.p.Close()
 	up, down := s.p.Stats()
 	if writes := s.p.writes.Load(); writes != up+down {
 		t.Fatalf("%d writes for %d bytes forwarded: not one write per byte", writes, up+down)
