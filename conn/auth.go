@@ -205,7 +205,19 @@ func (c *credentials) canRefresh() bool {
 	return c.auth.TokenSource != nil || c.refreshToken != "" || c.auth.Email != ""
 }
 
+// minLearnedTTL is the shortest lifetime learnTTL believes. A TOKEN_EXPIRED
+// sooner than that after the last auth is not a token running its course
+// (the server expired it early, or a refresh had just reset the clock), and
+// refreshing at half such a lifetime would re-authenticate every few
+// milliseconds, for good.
+const minLearnedTTL = 10 * time.Second
+
+// learnTTL records the lifetime measured from auth to TOKEN_EXPIRED; one
+// below minLearnedTTL is ignored and the previous one, if any, kept.
 func (c *credentials) learnTTL(d time.Duration) {
+	if d < minLearnedTTL {
+		return
+	}
 	c.mu.Lock()
 	c.learnedTTL = d
 	c.mu.Unlock()

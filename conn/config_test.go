@@ -103,6 +103,18 @@ func TestRefreshAt(t *testing.T) {
 	if at := c.refreshAt(now, time.Time{}); !at.Equal(now.Add(8 * time.Second)) {
 		t.Errorf("learned 10s: refresh at %v", at.Sub(now))
 	}
+	// A TOKEN_EXPIRED a few milliseconds after an auth (an early expiry)
+	// must not become the lifetime: refreshing every few milliseconds would
+	// follow, for good.
+	c.learnTTL(3 * time.Millisecond)
+	if at := c.refreshAt(now, time.Time{}); !at.Equal(now.Add(8 * time.Second)) {
+		t.Errorf("after an early expiry: refresh at %v, want the 10s lifetime kept", at.Sub(now))
+	}
+	c = newCredentials(Auth{Email: "a@b.c", Password: "p"})
+	c.learnTTL(40 * time.Millisecond)
+	if at := c.refreshAt(now, time.Time{}); !at.IsZero() {
+		t.Errorf("learned only an early expiry: refresh at %v, want none", at.Sub(now))
+	}
 }
 
 func TestBackoffDelay(t *testing.T) {

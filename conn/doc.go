@@ -13,8 +13,9 @@
 //   - re-authenticates when the server sends TOKEN_EXPIRED, well inside the
 //     server's auth timeout, without dropping the connection or its
 //     subscriptions; and, when the expiry is known (a JWT's exp, or a
-//     lifetime learned from an earlier TOKEN_EXPIRED), before it happens.
-//     Refresh tokens rotate; the newest one is always used.
+//     lifetime of at least 10 s learned from an earlier TOKEN_EXPIRED),
+//     before it happens. Refresh tokens rotate; the newest one is always
+//     used.
 //   - replaces a lost session after a jittered exponential backoff (0.8 s
 //     doubling to 30 s by default, reset after two healthy minutes) and never
 //     gives up unless Backoff.MaxAttempts is set.
