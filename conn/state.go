@@ -117,3 +117,6 @@ func (w *stateWatchers) watch(ctx context.Context, closed <-chan struct{}) <-cha
 	}()
 	return ch
 }
+
+// MarshalText writes the state's name.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }

@@ -1,6 +1,9 @@
 package store
 
-import "sync"
+import (
+	"context"
+	"sync"
+)
 
 // Op is the kind of a Change.
 type Op uint8
@@ -108,6 +111,10 @@ type listener[K comparable, T any] struct {
 	wake     chan struct{}
 	stop     chan struct{}
 	stopOnce sync.Once
+	// pushed counts changes queued and done those handled or dropped, so
+	// that FlushListeners can wait for what is queued now.
+	pushed, done uint64
+	doneSig      chan struct{} // closed when done moves, if someone waits
 }
 
 // push queues changes without blocking; past the limit the backlog becomes
@@ -118,11 +125,14 @@ func (l *listener[K, T]) push(changes []Change[K, T]) {
 	}
 	l.mu.Lock()
 	if len(l.queue)-l.head+len(changes) > l.limit {
+		l.advanceLocked(uint64(len(l.queue) - l.head + len(changes)))
 		clear(l.queue)
 		l.queue = append(l.queue[:0], Change[K, T]{Op: OpReset})
 		l.head = 0
+		l.pushed += uint64(len(changes)) + 1
 	} else {
 		l.queue = append(l.queue, changes...)
+		l.pushed += uint64(len(changes))
 	}
 	l.mu.Unlock()
 	select {
@@ -132,8 +142,11 @@ func (l *listener[K, T]) push(changes []Change[K, T]) {
 }
 
 func (l *listener[K, T]) run() {
+	handled := uint64(0)
 	for {
 		l.mu.Lock()
+		l.advanceLocked(handled)
+		handled = 1
 		if l.head == len(l.queue) {
 			clear(l.queue)
 			l.queue, l.head = l.queue[:0], 0
@@ -156,6 +169,62 @@ func (l *listener[K, T]) run() {
 		}
 		l.fn.OnChange(ch)
 	}
+}
+
+func (l *listener[K, T]) advanceLocked(n uint64) {
+	if n == 0 {
+		return
+	}
+	l.done += n
+	if l.doneSig != nil {
+		close(l.doneSig)
+		l.doneSig = nil
+	}
+}
+
+// flush waits until the listener has handled every change queued before the
+// call, or was removed.
+func (l *listener[K, T]) flush(ctx context.Context) error {
+	l.mu.Lock()
+	target := l.pushed
+	l.mu.Unlock()
+	for {
+		l.mu.Lock()
+		if l.done >= target {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.doneSig == nil {
+			l.doneSig = make(chan struct{})
+		}
+		sig := l.doneSig
+		l.mu.Unlock()
+		select {
+		case <-sig:
+		case <-l.stop:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// FlushListeners waits until every listener has handled every change applied
+// before the call, for instance before a program reads what its listeners
+// built, or before Close, which drops what they have not handled.
+func (c *Collection[K, T]) FlushListeners(ctx context.Context) error {
+	c.mu.RLock()
+	ls := make([]*listener[K, T], 0, len(c.listeners))
+	for l := range c.listeners {
+		ls = append(ls, l)
+	}
+	c.mu.RUnlock()
+	for _, l := range ls {
+		if err := l.flush(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (l *listener[K, T]) halt() {

@@ -515,3 +515,32 @@ func TestReplicaSurvivesReconnectAndRestart(t *testing.T) {
 		t.Fatalf("replica %v\nserver  %v", c.Snapshot(), want)
 	}
 }
+
+func TestFlushListeners(t *testing.T) {
+	c := newPosts(store.Options[int64, Post]{})
+	apply(t, c, ev(handlers.KindInit, `[]`))
+	release := make(chan struct{})
+	var heard []int64
+	var mu sync.Mutex
+	c.AddListener(store.ListenerFunc[int64, Post](func(ch store.Change[int64, Post]) {
+		<-release
+		mu.Lock()
+		heard = append(heard, ch.Key)
+		mu.Unlock()
+	}))
+	for i := 1; i <= 5; i++ {
+		apply(t, c, ev(handlers.KindCreate, fmt.Sprintf(`[{"id":%d}]`, i)))
+	}
+	flushed := make(chan error)
+	go func() { flushed <- c.FlushListeners(ctx(t)) }()
+	close(release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if fmt.Sprint(heard) != "[1 2 3 4 5]" {
+		t.Fatalf("heard %v when FlushListeners returned", heard)
+	}
+	mu.Unlock()
+	_ = c.Close()
+}
