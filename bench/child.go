@@ -11,6 +11,8 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/e41af43e/directus-realtime/manager"
@@ -70,6 +72,11 @@ type Result struct {
 	RSSPerRow  float64 `json:"rss_per_row"`
 	RSSBytes   float64 `json:"rss_bytes"`
 
+	// CPU time (user + system) of the whole process, in milliseconds:
+	// from connecting to the init applied, and from then to the final state.
+	CPUInitMS   float64 `json:"cpu_init_ms"`
+	CPUEventsMS float64 `json:"cpu_events_ms"`
+
 	Goroutines int    `json:"goroutines,omitempty"` // Go: all goroutines of the child at the end
 	Quiet      bool   `json:"quiet,omitempty"`      // stopped waiting: no event for QuietMS
 	Error      string `json:"error,omitempty"`
@@ -80,22 +87,31 @@ type Result struct {
 func (r Result) DoneAt() float64 { return max(r.LastAt, r.InitAt) }
 
 // Throughput is the rate, in events per second, at which the client went
-// through a stream of expected events after its first init: all of them over
-// the time to its final state when the replica is correct (a client that
-// resynced skipped some, and is credited with what the init replaced), only
-// those it applied over the time it applied them otherwise.
+// through the stream of expected events, from the first event applied to
+// the final state. A client whose replica is correct is credited with every
+// expected event (one that resynced skipped some: the init replaced them);
+// one whose replica is wrong only with the events it applied.
 func (r Result) Throughput(expected int) float64 {
-	first := r.FirstInitAt
-	if first == 0 {
-		first = r.InitAt
+	start := r.FirstAt
+	if start == 0 {
+		start = r.FirstInitAt
 	}
-	if r.Correct && r.DoneAt() > first {
-		return float64(expected) / ((r.DoneAt() - first) / 1000)
+	if !r.Correct {
+		expected = r.Events
 	}
-	if r.Events == 0 || r.LastAt <= first {
+	if expected == 0 || r.DoneAt() <= start {
 		return 0
 	}
-	return float64(r.Events) / ((r.LastAt - first) / 1000)
+	return float64(expected) / ((r.DoneAt() - start) / 1000)
+}
+
+// CPUPerEvent is the CPU time the client process spent per expected event
+// after its init, in microseconds (0 when its replica is wrong).
+func (r Result) CPUPerEvent(expected int) float64 {
+	if !r.Correct || expected == 0 {
+		return 0
+	}
+	return r.CPUEventsMS * 1000 / float64(expected)
 }
 
 // ChildArgs configure RunChild.
@@ -106,6 +122,9 @@ type ChildArgs struct {
 	Events  int
 	Times   string // file for the apply times (float64 unix ms, little endian); "" for none
 	Timeout time.Duration
+	// CPUProfile, when set, receives a CPU profile of the event phase (from
+	// the init applied to the final state).
+	CPUProfile string
 }
 
 // NewGoClient returns the client named kind, marking into marks.
@@ -143,11 +162,22 @@ func RunChild(a ChildArgs, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	before := MeasureMem()
-	start := time.Now()
+	start, cpu0 := time.Now(), CPUTime()
 	if err := c.Start(ctx, a.URL, a.Token); err != nil {
 		return fmt.Errorf("%s: start: %w", a.Client, err)
 	}
 	defer c.Close()
+	cpu1 := CPUTime()
+	if a.CPUProfile != "" {
+		f, err := os.Create(a.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	enc := json.NewEncoder(stdout)
 	if err := enc.Encode(Ready{Client: a.Client, InitMS: float64(marks.InitAt().Sub(start)) / 1e6, Rows: len(c.Rows())}); err != nil {
 		return err
@@ -170,13 +200,27 @@ func RunChild(a ChildArgs, stdin io.Reader, stdout io.Writer) error {
 	}
 	res := Result{Client: a.Client, Runtime: runtime.Version(), StartAt: unixMS(start)}
 	converged := func() bool { return Compare(c.Rows(), want).OK() }
+	if strings.HasPrefix(a.Client, "lib") {
+		// A resync of a large collection (the server reads it, the client
+		// applies it) can take seconds on a loaded machine.
+		quiet = max(quiet, 30*time.Second)
+	}
 	if err := marks.WaitDone(ctx, a.Events, quiet, converged); err != nil {
 		if !errors.Is(err, errQuiet) {
 			return err
 		}
 		res.Quiet = true
 	}
+	cpu2 := CPUTime()
+	if a.CPUProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	res.CPUInitMS, res.CPUEventsMS = float64(cpu1-cpu0)/1e6, float64(cpu2-cpu1)/1e6
+	want = nil // measured without it (the closure above holds the variable)
 	after := MeasureMem()
+	if want, err = ReadRows(exp.Expected); err != nil {
+		return err
+	}
 	rows := c.Rows()
 	d := Compare(rows, want)
 	times := marks.Times()

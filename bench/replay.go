@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -127,6 +128,11 @@ func (r *Recorder) Stop() Recording {
 // framed once per subscribe, before the first byte is sent, so the server
 // costs the client almost nothing: what is measured is the client.
 type ReplayServer struct {
+	// Pause, when set, is how long the first stream of a connection waits
+	// between its init and its first event, so that a client can apply the
+	// init (and measure itself) before the events come.
+	Pause time.Duration
+
 	rec Recording
 	ln  net.Listener
 	wg  sync.WaitGroup
@@ -329,9 +335,9 @@ func (rc *rconn) stopStream() {
 // later event frame. A resubscribe thus gets what a real server would send:
 // the current state, then the events that follow.
 func (s *ReplayServer) startStream(rc *rconn, uid string) {
-	init := s.rec.Init
+	init, pause := s.rec.Init, s.Pause
 	if rc.pos > 0 {
-		init = stateAt(s.rec, rc.pos)
+		init, pause = stateAt(s.rec, rc.pos), 0
 	}
 	stream, bounds := frameStream(init, s.rec.Events[rc.pos:], uid)
 	stop, done, sent := make(chan struct{}), make(chan struct{}), new(atomic.Int64)
@@ -345,7 +351,7 @@ func (s *ReplayServer) startStream(rc *rconn, uid string) {
 		// boundary.
 		start := 0
 		for i, end := range bounds {
-			if end-start < 64<<10 && i != len(bounds)-1 {
+			if end-start < 64<<10 && i != 0 && i != len(bounds)-1 {
 				continue
 			}
 			select {
@@ -359,6 +365,13 @@ func (s *ReplayServer) startStream(rc *rconn, uid string) {
 			// bounds[0] ends the init; event frames follow.
 			sent.Store(int64(i))
 			start = end
+			if i == 0 && pause > 0 {
+				select {
+				case <-stop:
+					return
+				case <-time.After(pause):
+				}
+			}
 		}
 	}()
 }

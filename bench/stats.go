@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -94,4 +95,13 @@ func RSS() uint64 {
 	}
 	pages, _ := strconv.ParseUint(string(f[1]), 10, 64)
 	return pages * uint64(os.Getpagesize())
+}
+
+// CPUTime is the user and system CPU time this process has used.
+func CPUTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -68,6 +68,7 @@ try {
   globalThis.gc();
   const before = process.memoryUsage();
   const startAt = now();
+  const cpu0 = process.cpuUsage();
 
   const directus = createDirectus(args.url).with(staticToken(args.token)).with(realtime());
   await directus.connect();
@@ -87,6 +88,7 @@ try {
     })().catch(fail);
   }
   await initApplied;
+  const cpu1 = process.cpuUsage();
   process.stdout.write(JSON.stringify({ client, init_ms: initAt - startAt, rows: rows.size }) + '\n');
 
   const rl = createInterface({ input: process.stdin });
@@ -116,6 +118,7 @@ try {
     }, 1);
   });
 
+  const cpu2 = process.cpuUsage();
   globalThis.gc();
   const after = process.memoryUsage();
   const want = JSON.parse(readFileSync(expect.expected, 'utf8'));
@@ -150,6 +153,8 @@ try {
       live_per_row: n ? (after.heapUsed - before.heapUsed) / n : 0,
       rss_per_row: n ? (after.rss - before.rss) / n : 0,
       rss_bytes: after.rss,
+      cpu_init_ms: (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / 1000,
+      cpu_events_ms: (cpu2.user + cpu2.system - cpu1.user - cpu1.system) / 1000,
       quiet,
     }) + '\n',
   );

@@ -24,15 +24,25 @@ func chart(rep *report) string {
 	const width, left, right, barH, gap, panelGap, top = 760, 130, 150, 22, 8, 46, 58
 	var panels [][]bar
 	var titles []string
-	var tp, mem []bar
+	var tp, cpu, mem []bar
 	for _, f := range rep.Firehose {
 		bad := f.Correct < len(f.Runs)
 		tp = append(tp, bar{f.Name, f.EventsPerSec, fmt.Sprintf("%.0f/s", f.EventsPerSec), bad})
+		eff := 0.0
+		if f.CPUPerEvent > 0 {
+			eff = 1e6 / f.CPUPerEvent
+		}
+		text := fmt.Sprintf("%.0f events per CPU-second (%.1f µs/event)", eff, f.CPUPerEvent)
+		if bad {
+			text = "n/a"
+		}
+		cpu = append(cpu, bar{f.Name, eff, text, bad})
 		mem = append(mem, bar{f.Name, f.HeapPerRow, fmt.Sprintf("%.0f B", f.HeapPerRow), bad})
 	}
-	panels = append(panels, tp, mem)
+	panels = append(panels, tp, cpu, mem)
 	titles = append(titles,
-		fmt.Sprintf("Firehose: events applied per second (median of %d runs; higher is better)", rep.Runs),
+		fmt.Sprintf("Firehose: events applied per second, wall clock (median of %d runs; higher is better)", rep.Runs),
+		"Firehose: events per CPU-second of the client process (higher is better)",
 		"Memory: heap bytes per cached row after the firehose (lower is better)")
 	if len(rep.Live) > 0 {
 		ph := rep.Live[0]
@@ -92,7 +102,7 @@ func chart(rep *report) string {
 func subtitle(rep *report) string {
 	s := fmt.Sprintf("init %d rows, %d writes = %d events; %s nproc=%s", rep.N, rep.M, rep.Events, rep.Machine["cpu"], rep.Machine["nproc"])
 	for _, r := range rep.Ratios {
-		s += fmt.Sprintf("; %s/minimal: %.2fx throughput, %.2fx memory", r.Client, r.Throughput, r.Memory)
+		s += fmt.Sprintf("; %s/minimal: %.2fx events/s, %.2fx per CPU-s, %.2fx memory", r.Client, r.Throughput, r.CPUEfficiency, r.Memory)
 	}
 	return s
 }

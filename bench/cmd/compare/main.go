@@ -43,29 +43,33 @@ func main() {
 		token   = flag.String("token", "", "child mode: static token")
 		events  = flag.Int("events", 0, "child mode: events to expect")
 		times   = flag.String("times", "", "child mode: file for the apply times")
+		cpuprof = flag.String("cpuprofile", "", "child mode: write a CPU profile of the event phase here")
+		profDir = flag.String("profile", "", "firehose: write CPU profiles of the Go clients' event phase to this directory")
 		n       = flag.Int("n", 100_000, "rows of the init")
 		m       = flag.Int("m", 100_000, "writes after the init")
 		seed    = flag.Uint64("seed", 1, "workload seed")
 		runs    = flag.Int("runs", 5, "firehose runs per client (medians are reported)")
 		pRate   = flag.Float64("paced-rate", 500, "paced live phase: writes per second (0: no paced phase)")
 		pSecs   = flag.Duration("paced-for", 10*time.Second, "paced live phase: duration (the first rate×duration writes of the workload)")
-		clients = flag.String("clients", "lib,lib-q1m,minimal,sdk-iter,sdk-listener", "clients to compare")
+		clients = flag.String("clients", "lib,minimal,sdk-iter,sdk-listener", "clients to compare (also: lib-q1m, the library with a queue of 1<<20 events)")
+		noFire  = flag.Bool("no-firehose", false, "skip the firehose phase")
 		node    = flag.String("node", defaultNode(), "Node 22 binary for the SDK client")
 		sdkDir  = flag.String("sdk", "bench/sdk", "directory of the SDK client (npm ci done)")
 		outDir  = flag.String("out", "bench/out", "directory for results and scratch files")
 		svg     = flag.String("svg", "", "write the chart to this SVG file")
 		quiet   = flag.Duration("quiet", 5*time.Second, "give up on a client after this long without an event")
+		pause   = flag.Duration("pause", time.Second, "firehose: pause between the init and the first event (lets the client apply the init first)")
 	)
 	flag.Parse()
 	if *child != "" {
-		err := bench.RunChild(bench.ChildArgs{Client: *child, URL: *url, Token: *token, Events: *events, Times: *times}, os.Stdin, os.Stdout)
+		err := bench.RunChild(bench.ChildArgs{Client: *child, URL: *url, Token: *token, Events: *events, Times: *times, CPUProfile: *cpuprof}, os.Stdin, os.Stdout)
 		if err != nil {
 			_ = json.NewEncoder(os.Stdout).Encode(bench.Result{Client: *child, Error: err.Error()})
 			os.Exit(1)
 		}
 		return
 	}
-	cfg := config{n: *n, m: *m, seed: *seed, runs: *runs, pacedRate: *pRate, pacedSeconds: *pSecs, node: *node, sdkDir: *sdkDir, outDir: *outDir, svg: *svg, quiet: *quiet}
+	cfg := config{n: *n, m: *m, seed: *seed, runs: *runs, pacedRate: *pRate, pacedSeconds: *pSecs, node: *node, sdkDir: *sdkDir, outDir: *outDir, svg: *svg, quiet: *quiet, pause: *pause, noFirehose: *noFire, profDir: *profDir}
 	for _, c := range strings.Split(*clients, ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			cfg.clients = append(cfg.clients, c)
@@ -86,7 +90,9 @@ type config struct {
 	clients        []string
 	node, sdkDir   string
 	outDir, svg    string
-	quiet          time.Duration
+	quiet, pause   time.Duration
+	noFirehose     bool
+	profDir        string
 	nodeVersion    string
 	skippedClients []string
 }
@@ -113,9 +119,10 @@ func (c *config) spec(name string) (bench.ProcSpec, error) {
 // liveResult is one client's figures in a live phase.
 type liveResult struct {
 	bench.Result
-	InitMS   float64
-	Converge time.Duration // replica final − last write returned
-	Latency  bench.Dist    // write start → event applied
+	InitMS      float64
+	CPUPerEvent float64       // µs of CPU per event, from the init applied to the final state
+	Converge    time.Duration // replica final − last write returned
+	Latency     bench.Dist    // write start → event applied
 }
 
 // livePhase is one live run.
@@ -131,15 +138,18 @@ type livePhase struct {
 type fireResult struct {
 	Name                              string
 	Runs                              []bench.Result
-	EventsPerSec, InitMS              float64
+	EventsPerSec, CPUPerEvent         float64 // events/s (wall), CPU µs per event
+	InitMS, InitCPUMS                 float64
 	HeapPerRow, LivePerRow, RSSPerRow float64
 	Correct                           int // runs with a correct replica
 	Resubscribes                      int // resyncs the client asked for, over all runs
 }
 
 type ratio struct {
-	Client             string
-	Throughput, Memory float64 // client / minimal: firehose events/s, heap in use per row
+	Client string
+	// client / minimal: firehose events/s (wall clock), events per CPU
+	// second, and heap in use per row.
+	Throughput, CPUEfficiency, Memory float64
 }
 
 // report is everything compare.json holds.
@@ -158,8 +168,23 @@ type report struct {
 }
 
 func run(cfg config) error {
-	if err := os.MkdirAll(cfg.outDir, 0o755); err != nil {
-		return err
+	// Children run in other directories (the SDK's): give them absolute paths.
+	for _, dir := range []*string{&cfg.outDir, &cfg.profDir} {
+		if *dir != "" {
+			abs, err := filepath.Abs(*dir)
+			if err != nil {
+				return err
+			}
+			*dir = abs
+		}
+	}
+	for _, dir := range []string{cfg.outDir, cfg.profDir} {
+		if dir == "" {
+			continue
+		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
 	}
 	for _, c := range cfg.clients {
 		if strings.HasPrefix(c, "sdk-") {
@@ -194,11 +219,16 @@ func run(cfg config) error {
 		rep.Live = append(rep.Live, *paced)
 	}
 
+	if cfg.noFirehose {
+		return writeReport(cfg, rep)
+	}
+
 	// Firehose.
 	rs, err := bench.NewReplayServer(recording)
 	if err != nil {
 		return err
 	}
+	rs.Pause = cfg.pause
 	defer rs.Close()
 	expected := filepath.Join(cfg.outDir, "expected.json")
 	fmt.Printf("\nfirehose: replaying %s, %d runs per client\n", rep.Recording, cfg.runs)
@@ -213,6 +243,9 @@ func run(cfg config) error {
 		order = append(order[k:], order[:k]...)
 		for _, name := range order {
 			spec, _ := cfg.spec(name)
+			if cfg.profDir != "" && !strings.HasPrefix(name, "sdk-") {
+				spec.Argv = append(spec.Argv, "-cpuprofile", filepath.Join(cfg.profDir, fmt.Sprintf("%s-run%d.pprof", name, run+1)))
+			}
 			subs := rs.Subscribes()
 			p, err := bench.StartProc(ctx, spec, rs.URL(), directustest.AdminToken, w.Events, "")
 			if err != nil {
@@ -225,14 +258,16 @@ func run(cfg config) error {
 			f := fires[name]
 			f.Resubscribes += rs.Subscribes() - subs - 1
 			f.Runs = append(f.Runs, r)
-			fmt.Printf("firehose run %d: %-12s %9.0f events/s  init %7.1f ms  heap %6.1f B/row  rss %6.1f B/row  %d/%d events applied, %d inits  %s\n",
-				run+1, name, r.Throughput(w.Events), r.FirstInitAt-r.StartAt, r.HeapPerRow, r.RSSPerRow, r.Events, w.Events, r.Inits, correct(r))
+			fmt.Printf("firehose run %d: %-12s %9.0f events/s %7.2f cpu-µs/event  init %7.1f ms  heap %6.1f B/row  rss %6.1f B/row  %d/%d events applied, %d inits  %s\n",
+				run+1, name, r.Throughput(w.Events), r.CPUPerEvent(w.Events), r.FirstInitAt-r.StartAt, r.HeapPerRow, r.RSSPerRow, r.Events, w.Events, r.Inits, correct(r))
 		}
 	}
 	for _, name := range cfg.clients {
 		f := fires[name]
 		f.EventsPerSec = median(f.Runs, func(r bench.Result) float64 { return r.Throughput(w.Events) })
+		f.CPUPerEvent = median(f.Runs, func(r bench.Result) float64 { return r.CPUPerEvent(w.Events) })
 		f.InitMS = median(f.Runs, func(r bench.Result) float64 { return r.FirstInitAt - r.StartAt })
+		f.InitCPUMS = median(f.Runs, func(r bench.Result) float64 { return r.CPUInitMS })
 		f.HeapPerRow = median(f.Runs, func(r bench.Result) float64 { return r.HeapPerRow })
 		f.LivePerRow = median(f.Runs, func(r bench.Result) float64 { return r.LivePerRow })
 		f.RSSPerRow = median(f.Runs, func(r bench.Result) float64 { return r.RSSPerRow })
@@ -246,13 +281,21 @@ func run(cfg config) error {
 	base := fires["minimal"]
 	for _, lib := range []string{"lib", "lib-q1m"} {
 		if f := fires[lib]; f != nil && base != nil && base.EventsPerSec > 0 && base.HeapPerRow > 0 {
-			rep.Ratios = append(rep.Ratios, ratio{Client: lib, Throughput: f.EventsPerSec / base.EventsPerSec, Memory: f.HeapPerRow / base.HeapPerRow})
+			r := ratio{Client: lib, Throughput: f.EventsPerSec / base.EventsPerSec, Memory: f.HeapPerRow / base.HeapPerRow}
+			if f.CPUPerEvent > 0 {
+				r.CPUEfficiency = base.CPUPerEvent / f.CPUPerEvent
+			}
+			rep.Ratios = append(rep.Ratios, r)
 		}
 	}
 	for _, s := range cfg.skippedClients {
 		rep.Notes = append(rep.Notes, "skipped: "+s)
 	}
 	printFirehose(rep)
+	return writeReport(cfg, rep)
+}
+
+func writeReport(cfg config, rep *report) error {
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	if err := os.WriteFile(filepath.Join(cfg.outDir, "compare.json"), b, 0o644); err != nil {
 		return err
@@ -330,7 +373,7 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 		if err != nil {
 			return nil, recording, err
 		}
-		lr := liveResult{Result: r, InitMS: p.Ready.InitMS}
+		lr := liveResult{Result: r, InitMS: p.Ready.InitMS, CPUPerEvent: r.CPUPerEvent(w.Events)}
 		lr.Converge = time.Duration((r.DoneAt() - float64(runRes.Last.UnixNano())/1e6) * 1e6)
 		if ts, err := bench.ReadTimes(p.Times); err == nil && r.Events == w.Events && r.Inits == 1 {
 			lr.Latency = bench.Summarize(bench.Latencies(runRes.WriteStart, ts))
@@ -379,13 +422,13 @@ func median(rs []bench.Result, f func(bench.Result) float64) float64 {
 func printLive(ph *livePhase) {
 	fmt.Printf("live at %s (all clients on one directustest server; %d writes took %s, %.0f events/s):\n",
 		rateString(ph.Rate), ph.Writes, ph.Duration.Round(time.Millisecond), float64(ph.Events)/ph.Duration.Seconds())
-	fmt.Printf("  %-12s %9s %10s %11s %11s %11s %11s %11s   %s\n", "client", "init ms", "events", "converge", "lat p50", "lat p90", "lat p99", "lat max", "replica")
+	fmt.Printf("  %-12s %9s %10s %12s %11s %11s %11s %11s %11s   %s\n", "client", "init ms", "events", "cpu-µs/event", "converge", "lat p50", "lat p90", "lat p99", "lat max", "replica")
 	for _, l := range ph.Clients {
 		p50, p90, p99, mx := "n/a", "n/a", "n/a", "n/a"
 		if l.Latency.N > 0 {
 			p50, p90, p99, mx = msf(l.Latency.P50), msf(l.Latency.P90), msf(l.Latency.P99), msf(l.Latency.Max)
 		}
-		fmt.Printf("  %-12s %9.1f %10d %11s %11s %11s %11s %11s   %s\n", l.Client, l.InitMS, l.Events, msf(l.Converge), p50, p90, p99, mx, correct(l.Result))
+		fmt.Printf("  %-12s %9.1f %10d %12.2f %11s %11s %11s %11s %11s   %s\n", l.Client, l.InitMS, l.Events, l.CPUPerEvent, msf(l.Converge), p50, p90, p99, mx, correct(l.Result))
 	}
 }
 
@@ -393,12 +436,12 @@ func msf(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6)
 
 func printFirehose(rep *report) {
 	fmt.Printf("\nfirehose (identical recorded frames, as fast as the socket allows; medians of %d runs):\n", rep.Runs)
-	fmt.Printf("  %-12s %12s %10s %12s %12s %12s %8s   %s\n", "client", "events/s", "init ms", "heap B/row", "live B/row", "RSS B/row", "resyncs", "correct runs")
+	fmt.Printf("  %-12s %10s %12s %9s %10s %11s %11s %11s %8s   %s\n", "client", "events/s", "cpu-µs/event", "init ms", "init cpu", "heap B/row", "live B/row", "RSS B/row", "resyncs", "correct runs")
 	for _, f := range rep.Firehose {
-		fmt.Printf("  %-12s %12.0f %10.1f %12.1f %12.1f %12.1f %8d   %d/%d\n", f.Name, f.EventsPerSec, f.InitMS, f.HeapPerRow, f.LivePerRow, f.RSSPerRow, f.Resubscribes, f.Correct, len(f.Runs))
+		fmt.Printf("  %-12s %10.0f %12.2f %9.1f %10.1f %11.1f %11.1f %11.1f %8d   %d/%d\n", f.Name, f.EventsPerSec, f.CPUPerEvent, f.InitMS, f.InitCPUMS, f.HeapPerRow, f.LivePerRow, f.RSSPerRow, f.Resubscribes, f.Correct, len(f.Runs))
 	}
 	for _, r := range rep.Ratios {
-		fmt.Printf("%s / minimal: throughput %.2fx (requirement >= 1.00), heap per row %.2fx (requirement <= 1.30)\n", r.Client, r.Throughput, r.Memory)
+		fmt.Printf("%s / minimal: throughput %.2fx (requirement >= 1.00), events per CPU-second %.2fx, heap per row %.2fx (requirement <= 1.30)\n", r.Client, r.Throughput, r.CPUEfficiency, r.Memory)
 	}
 }
 
