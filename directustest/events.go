@@ -137,6 +137,11 @@ func (s *Server) deliverLocked(sub *subscription, c *collection, action string, 
 		if sub.hasItem {
 			data = appendJSONString(nil, sub.item)
 		} else {
+			if len(keys) == 0 {
+				// A delete that named no key: Directus skips any event
+				// whose data is an empty array.
+				return
+			}
 			data = appendValue(nil, keys)
 		}
 		var meta []byte

@@ -118,3 +118,22 @@ func TestRESTEvents(t *testing.T) {
 	rest(t, srv, "DELETE", "/items/tags", directustest.AdminToken, `["k1","k2"]`)
 	c.expect(`{"type":"subscription","event":"delete","data":["k1","k2"],"uid":"t"}`)
 }
+
+// A delete that names no key (an empty array, a query matching nothing,
+// items delete with empty ids) sends no frame: Directus skips events whose
+// data is an empty array (found by the conformance suite against 12.4.1).
+func TestEmptyDeleteSendsNothing(t *testing.T) {
+	srv := newServer(t, nil)
+	c := authClient(t, srv)
+	c.send(`{"type":"subscribe","collection":"posts","uid":"all","query":{"fields":["id"]}}`)
+	c.expect(`{"type":"subscription","event":"init","data":[],"uid":"all"}`)
+	if status, body := rest(t, srv, "DELETE", "/items/posts", directustest.AdminToken, `[]`); status != 204 {
+		t.Fatalf("DELETE []: %d %s", status, body)
+	}
+	if status, body := rest(t, srv, "DELETE", "/items/posts", directustest.AdminToken, `{"query":{"filter":{"id":{"_lt":0}}}}`); status != 204 {
+		t.Fatalf("DELETE by query: %d %s", status, body)
+	}
+	c.send(`{"type":"items","collection":"posts","action":"delete","ids":[],"uid":"d0"}`)
+	c.expect(`{"type":"items","data":[],"uid":"d0"}`)
+	c.expectNothing()
+}
