@@ -63,8 +63,10 @@
 //     match, no frame at all for rows that do not match (no "leave" event),
 //     deletes carrying the keys exactly as the request named them ("1521"
 //     from a URL path, 1521 from a JSON body), unfiltered and not
-//     permission-checked, also to subscriptions whose filter never matched,
-//     and no frame for a delete that names no key.
+//     permission-checked, also to subscriptions whose filter never matched
+//     (but a FORBIDDEN error in place of the delete when the query asks for
+//     meta and the identity cannot read the collection), and no frame for a
+//     delete that names no key.
 //   - Quirks reproduced on purpose: a single-item subscription stores
 //     String(item) and compares it with === to the event keys, so updates
 //     whose keys are JSON numbers never reach it (batch PATCH, WS items update

@@ -48,6 +48,13 @@ func errForbiddenCollection(collection string) *dxError {
 		`You don't have permission to access collection "`+collection+`" or it does not exist. Queried in root.`)
 }
 
+// errForbiddenRead is what Directus's MetaService throws for an identity
+// without read permission (a delete event to a subscription asking for meta).
+func errForbiddenRead(collection string) *dxError {
+	return newError(http.StatusForbidden, codeForbidden,
+		`You don't have permission to perform "read" for collection "`+collection+`" or it does not exist.`)
+}
+
 func errForbiddenField(field, collection string) *dxError {
 	return newError(http.StatusForbidden, codeForbidden,
 		`You don't have permission to access field "`+field+`" in collection "`+collection+`" or it does not exist. Queried in root.`)

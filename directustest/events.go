@@ -132,7 +132,19 @@ func (s *Server) deliverLocked(sub *subscription, c *collection, action string, 
 	conn := sub.conn
 	uid := sub.uidVal()
 	if action == "delete" {
-		// Deletes carry the keys, unfiltered and without permission check.
+		// Deletes carry the keys, unfiltered and without permission check,
+		// but meta is computed with the subscriber's identity: without
+		// read permission that fails, and the delete becomes an error.
+		var meta []byte
+		if len(sub.params.meta) > 0 {
+			if !s.allowedLocked(conn.ident.user, c.name, permRead) {
+				conn.sendLocked(frameDXError("subscribe", errForbiddenRead(c.name), uid))
+				return
+			}
+			if cq, err := sub.compiled(c); err == nil {
+				meta = cache.meta(cq, c)
+			}
+		}
 		var data []byte
 		if sub.hasItem {
 			data = appendJSONString(nil, sub.item)
@@ -143,12 +155,6 @@ func (s *Server) deliverLocked(sub *subscription, c *collection, action string, 
 				return
 			}
 			data = appendValue(nil, keys)
-		}
-		var meta []byte
-		if len(sub.params.meta) > 0 && s.allowedLocked(conn.ident.user, c.name, permRead) {
-			if cq, err := sub.compiled(c); err == nil {
-				meta = cache.meta(cq, c)
-			}
 		}
 		conn.sendLocked(subscriptionFrame("delete", data, meta, uid))
 		return

@@ -137,3 +137,31 @@ func TestEmptyDeleteSendsNothing(t *testing.T) {
 	c.expect(`{"type":"items","data":[],"uid":"d0"}`)
 	c.expectNothing()
 }
+
+// Deletes reach identities that cannot read the collection, but a
+// subscription whose query asks for meta gets FORBIDDEN instead: Directus
+// computes meta with the subscriber's identity (found by the conformance
+// suite against 12.4.1, public mode).
+func TestDeleteWithMetaWithoutReadPermission(t *testing.T) {
+	srv := newServer(t, &directustest.Options{AuthMode: directustest.AuthPublic, HeartbeatPeriod: -1})
+	c := mustDial(t, srv.WebSocketURL())
+	c.send(`{"type":"subscribe","collection":"posts","uid":"del","event":"delete","query":{"meta":"total_count"}}`)
+	c.expect(`{"type":"subscription","event":"init","uid":"del"}`)
+	c.send(`{"type":"subscribe","collection":"posts","uid":"plain","event":"delete"}`)
+	c.expect(`{"type":"subscription","event":"init","uid":"plain"}`)
+	rest(t, srv, "DELETE", "/items/posts/1", directustest.AdminToken, "")
+	c.expect(`{"type":"subscribe","status":"error","error":{"code":"FORBIDDEN","message":"You don't have permission to perform \"read\" for collection \"posts\" or it does not exist."},"uid":"del"}`)
+	c.expect(`{"type":"subscription","event":"delete","data":["1"],"uid":"plain"}`)
+	// Even a delete that names no key: the error comes before the check
+	// for empty data.
+	rest(t, srv, "DELETE", "/items/posts", directustest.AdminToken, `[]`)
+	c.expect(`{"type":"subscribe","status":"error","error":{"code":"FORBIDDEN","message":"You don't have permission to perform \"read\" for collection \"posts\" or it does not exist."},"uid":"del"}`)
+	c.expectNothing()
+
+	// With read permission the delete carries meta.
+	a := authClient(t, srv)
+	a.send(`{"type":"subscribe","collection":"posts","uid":"del","event":"delete","query":{"meta":"total_count"}}`)
+	a.expect(`{"type":"subscription","event":"init","uid":"del"}`)
+	rest(t, srv, "DELETE", "/items/posts", directustest.AdminToken, `[2]`)
+	a.expect(`{"type":"subscription","event":"delete","data":[2],"meta":{"total_count":0},"uid":"del"}`)
+}
