@@ -65,6 +65,10 @@ for port in "${ports[@]}"; do
   fi
   for _ in $(seq 1 50); do pid_alive "$pid" || break; sleep 0.1; done
   pid_alive "$pid" && die "port $port: pid $pid is still alive"
+  # The pid looks gone once its main thread has released its memory, but the other threads
+  # of a killed Node process can hold the listening socket a little longer (seen under load:
+  # a start right after SIGKILL found the port in use). Wait for the port to close.
+  for _ in $(seq 1 100); do port_open "$port" || break; sleep 0.1; done
   rm -f "$pid_file"
   log "port $port: stopped pid $pid (SIG$SIGNAL)"
 done
