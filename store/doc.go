@@ -63,7 +63,10 @@
 //
 // Without a reconcile interval, divergence of the last kind lasts until the
 // next resync of any cause. After every reconcile that completes without
-// concurrent writes, the replica equals the server's rows for its query.
+// concurrent writes, the replica equals the server's rows for its query. A
+// reconcile the server refuses (FORBIDDEN: the identity lost read
+// permission, or the item of a single-item subscription is gone, maybe
+// deleted by keys Directus never matches against the item) empties it.
 //
 // # Queries
 //

@@ -100,6 +100,12 @@ func (c *Collection[K, T]) Subscription() *manager.Subscription {
 
 // Reconcile re-reads the subscription's query now, by a resubscribe whose
 // init replaces the rows, and returns when that init has been applied.
+//
+// When the server refuses the resubscribe, the query selects no row this
+// identity can see (Directus answers FORBIDDEN when the identity lost read
+// permission, and when the item of a single-item subscription no longer
+// exists, whose delete it may never have sent): the replica is emptied and
+// manager.ErrResyncRefused returned.
 func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 	c.ctl.Lock()
 	sub := c.sub
@@ -108,7 +114,11 @@ func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 		return ErrNotSubscribed
 	}
 	c.reconciles.Add(1)
-	return sub.Resync(ctx)
+	err := sub.Resync(ctx)
+	if errors.Is(err, manager.ErrResyncRefused) {
+		c.replace(nil, true)
+	}
+	return err
 }
 
 func (c *Collection[K, T]) reconcileSoon() {
