@@ -31,10 +31,14 @@ func (f *faults) changed() {
 }
 
 // DropConnections cuts every WebSocket abruptly, without a close frame, as a
-// crash would: clients see 1006. The listener stays up. It returns when the
-// sockets are gone (ConnCount is then 0 unless new ones came in).
+// crash would: clients see 1006. Upgrades under way are cut too, even if
+// their client already got the 101. The listener stays up. It returns when
+// the sockets are gone (ConnCount is then 0 unless new ones came in).
 func (s *Server) DropConnections() {
 	s.mu.Lock()
+	// An upgrade whose 101 is written but whose connection is not yet
+	// registered checks the epoch and closes itself.
+	s.epoch++
 	conns := s.connsInOrderLocked()
 	s.mu.Unlock()
 	for _, c := range conns {

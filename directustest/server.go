@@ -38,7 +38,7 @@ type Server struct {
 	ln        net.Listener
 	httpSrv   *http.Server
 	listening bool
-	epoch     uint64        // incremented whenever all sockets are dropped by Stop/Restart/Close
+	epoch     uint64        // incremented whenever all sockets are dropped (Stop, Restart, DropConnections, Close)
 	hangCh    chan struct{} // closed when upgrades on a wrong path must be released
 	reopen    *stimer       // pending reopen of RefuseConnections
 
