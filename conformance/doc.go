@@ -61,7 +61,8 @@
 //
 // CONFORMANCE_SOAK sets the soak's duration against a real server (default
 // 75s; restarts come on top); CONFORMANCE_DEBUG=1 logs the library's debug
-// output.
+// output; CONFORMANCE_WIRE_DIR=dir appends every client's frames to a file
+// per test in dir, to compare what the two targets sent in one scenario.
 //
 // Scenarios start from a clean slate: Reset deletes every row of posts and
 // tags. Point the suite only at a server whose data you can lose.

@@ -116,6 +116,7 @@ func newClient(t testing.TB, srv Server, auth conn.Auth, o clientOpts) *client {
 	t.Cleanup(func() {
 		_ = m.Close()
 		c.wire.Close()
+		c.wire.dump(t)
 	})
 	return c
 }

@@ -5,9 +5,14 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -104,6 +109,30 @@ func (w *Wire) Wait(ctx context.Context, from int, match func(WireFrame) bool) (
 		case <-ctx.Done():
 			return -1, ctx.Err()
 		}
+	}
+}
+
+// dump appends the frames to a file under $CONFORMANCE_WIRE_DIR, named
+// after the test, to compare what two targets sent in the same scenario.
+func (w *Wire) dump(t testing.TB) {
+	dir := os.Getenv("CONFORMANCE_WIRE_DIR")
+	if dir == "" {
+		return
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	f, err := os.OpenFile(filepath.Join(dir, name+".txt"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Logf("CONFORMANCE_WIRE_DIR: %v", err)
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "### client\n")
+	for _, fr := range w.Frames(0) {
+		dir := "<<<"
+		if fr.Out {
+			dir = ">>>"
+		}
+		fmt.Fprintf(f, "%d %s %s\n", fr.Conn, dir, fr.Data)
 	}
 }
 
