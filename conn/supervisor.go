@@ -61,8 +61,10 @@ func (c *Conn) run() {
 		}
 		c.install(s)
 		c.runHook(s, reason)
-		s.release()
+		// Connected before the held frames go out, so that whoever handles
+		// them already sees the connection up.
 		c.setState(StateConnected, nil)
+		s.release()
 		c.firstResult(nil)
 		everUp = true
 		up := time.Now()

@@ -37,8 +37,15 @@ func (m *Manager) route(msg *conn.Message) {
 	if kind == handlers.KindInit {
 		ss.awaiting = false
 		ss.stopTimer()
+		again := false
 		for _, s := range ss.locals {
-			s.deliverInit(s.event(kind, msg.Data, msg.Meta, msg.Received))
+			if s.deliverInit(s.event(kind, msg.Data, msg.Meta, msg.Received)) {
+				again = true
+			}
+		}
+		if again {
+			m.log.Warn("events that overtook the init overflowed; resyncing again", "collection", ss.msg.Collection)
+			m.resyncLocked(ss, false)
 		}
 		return
 	}

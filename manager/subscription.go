@@ -131,6 +131,9 @@ type Subscription struct {
 	// an event can overtake it; events carry rows as read at dispatch, so
 	// they are newer than the init and follow it.
 	early []handlers.Event
+	// earlyLost records that early overflowed: the init and what is left of
+	// early miss events, so another resync is needed.
+	earlyLost bool
 
 	events, resyncs, errors, overflows atomic.Uint64
 	lastEvent                          atomic.Int64
@@ -227,12 +230,13 @@ func (s *Subscription) event(kind handlers.Kind, data, meta json.RawMessage, rec
 // deliverInit queues an init. It follows whatever is queued: events before
 // it still reach a handler that wants every event, and the init then
 // replaces the state they built. Resync is set when the handler saw an init
-// before.
-func (s *Subscription) deliverInit(ev handlers.Event) {
+// before. It reports whether events that overtook the init were lost, in
+// which case another resync must be asked for.
+func (s *Subscription) deliverInit(ev handlers.Event) (again bool) {
 	s.dmu.Lock()
 	defer s.dmu.Unlock()
 	if s.ended {
-		return
+		return false
 	}
 	ev.Resync = s.gotInit
 	s.gotInit = true
@@ -240,12 +244,18 @@ func (s *Subscription) deliverInit(ev handlers.Event) {
 	s.failed = false
 	s.pushLocked(ev)
 	s.initAt = s.pushed
+	if s.earlyLost {
+		// The events kept are superseded by the next init anyway.
+		s.early, s.earlyLost = nil, false
+		again = true
+	}
 	for _, e := range s.early {
 		s.pushLocked(e)
 	}
 	s.early = nil
 	s.markReadyLocked(nil)
 	s.signalInitLocked()
+	return again
 }
 
 func (s *Subscription) signalInitLocked() {
@@ -267,8 +277,9 @@ func (s *Subscription) deliverEvent(ev handlers.Event) (overflowed bool) {
 		// of replaced attempts); they follow its init.
 		if len(s.early) < s.queueSize {
 			s.early = append(s.early, ev)
-		} else {
+		} else if !s.earlyLost {
 			s.overflows.Add(1)
+			s.earlyLost = true
 		}
 		return false
 	}
@@ -288,7 +299,7 @@ func (s *Subscription) markResyncing() {
 	if s.gotInit {
 		s.awaitingResync = true
 	}
-	s.early = nil // they belonged to the attempt being replaced
+	s.early, s.earlyLost = nil, false // they belonged to the attempt being replaced
 	s.dmu.Unlock()
 }
 
