@@ -245,20 +245,32 @@ func TestDuplicateUIDUnder100ConcurrentCallers(t *testing.T) {
 	if n := e.wire.count("subscribe"); n != 1 {
 		t.Fatalf("%d subscribe frames", n)
 	}
-	// Exactly one handler was attached.
+	// Exactly one handler is attached: once the handle is flushed, one
+	// recorder holds the init, and a create reaches it and no other.
+	attached := func() (owner *recorder, n int) {
+		if err := first.Flush(ctx(t)); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recorders {
+			r.mu.Lock()
+			if len(r.events) > 0 {
+				owner = r
+				n++
+			}
+			r.mu.Unlock()
+		}
+		return owner, n
+	}
+	owner, n := attached()
+	if n != 1 {
+		t.Fatalf("%d handlers attached", n)
+	}
 	if _, err := e.srv.Create("posts", map[string]any{"title": "x"}); err != nil {
 		t.Fatal(err)
 	}
-	attached := 0
-	for _, r := range recorders {
-		r.mu.Lock()
-		if len(r.events) > 0 {
-			attached++
-		}
-		r.mu.Unlock()
-	}
-	if attached != 1 {
-		t.Fatalf("%d handlers attached", attached)
+	owner.nextKind(t, handlers.KindCreate)
+	if _, n := attached(); n != 1 {
+		t.Fatalf("%d handlers attached after the create", n)
 	}
 }
 
