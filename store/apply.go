@@ -21,6 +21,14 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 			return nil
 		}
 		items, err := c.decodeItems(ev)
+		if len(items) == 0 && err != nil {
+			// Not one row decodes: the frame says nothing usable about
+			// the rows, and replacing them with nothing would empty the
+			// replica. Keep them, and re-read them at the next reconcile.
+			c.markSynced()
+			c.reconcileSoon()
+			return err
+		}
 		c.replace(items, ev.Resync)
 		return err
 	case handlers.KindCreate, handlers.KindUpdate:

@@ -18,7 +18,10 @@
 // deletes to every subscription of the collection). Keys arrive as JSON
 // strings or numbers and are converted to K. Single-item subscriptions
 // (object data, a bare delete key) work the same. With Options.Stale set, a
-// row the guard says is older than the one held is not applied.
+// row the guard says is older than the one held is not applied. Rows and
+// keys that do not decode are skipped and counted; an init in which not one
+// row decodes is skipped whole (the rows are kept, and the next reconcile
+// comes at once) rather than emptying the replica.
 //
 // # What a reader sees
 //
