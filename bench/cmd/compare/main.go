@@ -51,7 +51,7 @@ func main() {
 		runs    = flag.Int("runs", 5, "firehose runs per client (medians are reported)")
 		pRate   = flag.Float64("paced-rate", 500, "paced live phase: writes per second (0: no paced phase)")
 		pSecs   = flag.Duration("paced-for", 10*time.Second, "paced live phase: duration (the first rate×duration writes of the workload)")
-		clients = flag.String("clients", "lib,minimal,sdk-iter,sdk-listener", "clients to compare (also: lib-q1m, the library with a queue of 1<<20 events)")
+		clients = flag.String("clients", "lib,lib-q1m,minimal,sdk-iter,sdk-listener", "clients to compare (lib-q1m: the library with a subscription queue of 1<<20 events)")
 		noFire  = flag.Bool("no-firehose", false, "skip the firehose phase")
 		node    = flag.String("node", defaultNode(), "Node 22 binary for the SDK client")
 		sdkDir  = flag.String("sdk", "bench/sdk", "directory of the SDK client (npm ci done)")
