@@ -21,7 +21,9 @@ var colors = map[string]string{
 // chart draws the firehose throughput, the memory per row and the live
 // convergence time as three panels of horizontal bars.
 func chart(rep *report) string {
-	const width, left, right, barH, gap, panelGap, top = 760, 130, 150, 22, 8, 46, 58
+	const width, left, right, barH, gap, panelGap = 860, 130, 300, 22, 8, 46
+	subs := subtitle(rep)
+	top := 50 + 17*len(subs)
 	var panels [][]bar
 	var titles []string
 	var tp, cpu, mem []bar
@@ -64,7 +66,9 @@ func chart(rep *report) string {
 	b.WriteString(`<defs><pattern id="bad" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="3" height="6" fill="#d33"/></pattern></defs>` + "\n")
 	fmt.Fprintf(&b, `<rect width="%d" height="%d" fill="white"/>`+"\n", width, height)
 	fmt.Fprintf(&b, `<text x="12" y="24" font-size="16" font-weight="bold">directus-realtime vs hand-written Go vs @directus/sdk</text>`+"\n")
-	fmt.Fprintf(&b, `<text x="12" y="42" fill="#555">%s</text>`+"\n", html.EscapeString(subtitle(rep)))
+	for i, line := range subs {
+		fmt.Fprintf(&b, `<text x="12" y="%d" fill="#555">%s</text>`+"\n", 44+17*i, html.EscapeString(line))
+	}
 	y := top
 	for i, p := range panels {
 		fmt.Fprintf(&b, `<text x="12" y="%d" font-weight="bold">%s</text>`+"\n", y+14, html.EscapeString(titles[i]))
@@ -99,10 +103,12 @@ func chart(rep *report) string {
 	return b.String()
 }
 
-func subtitle(rep *report) string {
-	s := fmt.Sprintf("init %d rows, %d writes = %d events; %s nproc=%s", rep.N, rep.M, rep.Events, rep.Machine["cpu"], rep.Machine["nproc"])
+func subtitle(rep *report) []string {
+	lines := []string{fmt.Sprintf("init %d rows, then %d writes = %d events per subscription; %s, nproc %s, %s",
+		rep.N, rep.M, rep.Events, rep.Machine["cpu"], rep.Machine["nproc"], rep.Machine["go"])}
 	for _, r := range rep.Ratios {
-		s += fmt.Sprintf("; %s/minimal: %.2fx events/s, %.2fx per CPU-s, %.2fx memory", r.Client, r.Throughput, r.CPUEfficiency, r.Memory)
+		lines = append(lines, fmt.Sprintf("%s / minimal: %.2fx events/s, %.2fx events per CPU-second, %.2fx heap per row",
+			r.Client, r.Throughput, r.CPUEfficiency, r.Memory))
 	}
-	return s
+	return lines
 }

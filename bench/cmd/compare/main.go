@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -39,8 +40,8 @@ import (
 func main() {
 	var (
 		child   = flag.String("child", "", "internal: run one Go client (lib or minimal) under the child protocol")
-		url     = flag.String("url", "", "child mode: server URL")
-		token   = flag.String("token", "", "child mode: static token")
+		url     = flag.String("url", "", "a real Directus (http://host:port): run only a paced live phase against it (child mode: the server URL)")
+		token   = flag.String("token", "", "static token with admin rights for -url")
 		events  = flag.Int("events", 0, "child mode: events to expect")
 		times   = flag.String("times", "", "child mode: file for the apply times")
 		cpuprof = flag.String("cpuprofile", "", "child mode: write a CPU profile of the event phase here")
@@ -58,6 +59,7 @@ func main() {
 		outDir  = flag.String("out", "bench/out", "directory for results and scratch files")
 		svg     = flag.String("svg", "", "write the chart to this SVG file")
 		quiet   = flag.Duration("quiet", 5*time.Second, "give up on a client after this long without an event")
+		replot  = flag.String("replot", "", "only redraw -svg from this compare.json")
 		pause   = flag.Duration("pause", time.Second, "firehose: pause between the init and the first event (lets the client apply the init first)")
 	)
 	flag.Parse()
@@ -69,7 +71,14 @@ func main() {
 		}
 		return
 	}
-	cfg := config{n: *n, m: *m, seed: *seed, runs: *runs, pacedRate: *pRate, pacedSeconds: *pSecs, node: *node, sdkDir: *sdkDir, outDir: *outDir, svg: *svg, quiet: *quiet, pause: *pause, noFirehose: *noFire, profDir: *profDir}
+	if *replot != "" {
+		if err := redraw(*replot, *svg); err != nil {
+			fmt.Fprintln(os.Stderr, "compare:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	cfg := config{n: *n, m: *m, seed: *seed, runs: *runs, pacedRate: *pRate, pacedSeconds: *pSecs, node: *node, sdkDir: *sdkDir, outDir: *outDir, svg: *svg, quiet: *quiet, pause: *pause, noFirehose: *noFire, profDir: *profDir, url: *url, token: *token}
 	for _, c := range strings.Split(*clients, ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			cfg.clients = append(cfg.clients, c)
@@ -93,6 +102,7 @@ type config struct {
 	quiet, pause   time.Duration
 	noFirehose     bool
 	profDir        string
+	url, token     string // a real Directus: paced live phase only
 	nodeVersion    string
 	skippedClients []string
 }
@@ -202,8 +212,24 @@ func run(cfg config) error {
 	rep := &report{When: time.Now().UTC(), Machine: machine(cfg), N: cfg.n, M: cfg.m, Seed: cfg.seed, Events: w.Events, Runs: cfg.runs}
 	fmt.Printf("workload: seed %d, init %d rows, %d writes -> %d events per subscription\n", cfg.seed, cfg.n, cfg.m, w.Events)
 
+	if cfg.url != "" {
+		// A real Directus: the first writes of the workload at the paced
+		// rate, every client connected; no recording, no firehose.
+		k := int(cfg.pacedRate * cfg.pacedSeconds.Seconds())
+		client := &http.Client{Timeout: time.Minute}
+		defer client.CloseIdleConnections()
+		wr := bench.RESTWriter{URL: cfg.url, Token: cfg.token, Client: client}
+		paced, _, err := live(ctx, cfg, w.Prefix(k), cfg.pacedRate, false, wr, cfg.url, cfg.token)
+		if err != nil {
+			return err
+		}
+		rep.Live = append(rep.Live, *paced)
+		rep.Notes = append(rep.Notes, "live phase against "+cfg.url)
+		return writeReport(cfg, rep)
+	}
+
 	// Live at full speed; the recorder keeps the frames for the firehose.
-	full, recording, err := live(ctx, cfg, w, 0, true)
+	full, recording, err := live(ctx, cfg, w, 0, true, nil, "", "")
 	if err != nil {
 		return err
 	}
@@ -212,7 +238,7 @@ func run(cfg config) error {
 	// Live at a paced rate: the first writes of the same workload.
 	if cfg.pacedRate > 0 && cfg.pacedSeconds > 0 {
 		k := int(cfg.pacedRate * cfg.pacedSeconds.Seconds())
-		paced, _, err := live(ctx, cfg, w.Prefix(k), cfg.pacedRate, false)
+		paced, _, err := live(ctx, cfg, w.Prefix(k), cfg.pacedRate, false, nil, "", "")
 		if err != nil {
 			return err
 		}
@@ -313,18 +339,22 @@ func writeReport(cfg config, rep *report) error {
 // at rate writes per second (0: full speed). With record, a recorder is
 // connected too and its recording returned, and the expected rows are kept
 // in the out directory for the firehose.
-func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, record bool) (*livePhase, bench.Recording, error) {
+//
+// With wr set, the server is that one (url, token) instead.
+func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, record bool, wr bench.Writer, url, token string) (*livePhase, bench.Recording, error) {
 	var recording bench.Recording
-	srv := directustest.NewServer(nil)
-	defer srv.Close()
-	wr := bench.DirectWriter{Srv: srv}
+	if wr == nil {
+		srv := directustest.NewServer(nil)
+		defer srv.Close()
+		wr, url, token = bench.DirectWriter{Srv: srv}, srv.URL(), directustest.AdminToken
+	}
 	model, err := w.SeedInit(ctx, wr)
 	if err != nil {
 		return nil, recording, err
 	}
 	var rec *bench.Recorder
 	if record {
-		if rec, err = bench.StartRecorder(ctx, srv.URL(), directustest.AdminToken); err != nil {
+		if rec, err = bench.StartRecorder(ctx, url, token); err != nil {
 			return nil, recording, err
 		}
 	}
@@ -346,7 +376,7 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 			return nil, recording, err
 		}
 		times := filepath.Join(cfg.outDir, tag+"-"+name+".times")
-		p, err := bench.StartProc(ctx, spec, srv.URL(), directustest.AdminToken, w.Events, times)
+		p, err := bench.StartProc(ctx, spec, url, token, w.Events, times)
 		if err != nil {
 			return nil, recording, err
 		}
@@ -420,7 +450,7 @@ func median(rs []bench.Result, f func(bench.Result) float64) float64 {
 }
 
 func printLive(ph *livePhase) {
-	fmt.Printf("live at %s (all clients on one directustest server; %d writes took %s, %.0f events/s):\n",
+	fmt.Printf("live at %s (all clients on one server; %d writes took %s, %.0f events/s):\n",
 		rateString(ph.Rate), ph.Writes, ph.Duration.Round(time.Millisecond), float64(ph.Events)/ph.Duration.Seconds())
 	fmt.Printf("  %-12s %9s %10s %12s %11s %11s %11s %11s %11s   %s\n", "client", "init ms", "events", "cpu-µs/event", "converge", "lat p50", "lat p90", "lat p99", "lat max", "replica")
 	for _, l := range ph.Clients {
@@ -485,4 +515,20 @@ func machine(cfg config) map[string]string {
 		m["node"] = cfg.nodeVersion
 	}
 	return m
+}
+
+// redraw writes the chart of a saved report.
+func redraw(from, svg string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return err
+	}
+	if svg == "" {
+		return fmt.Errorf("-replot needs -svg")
+	}
+	return os.WriteFile(svg, []byte(chart(&rep)), 0o644)
 }
