@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,7 +21,7 @@ type Proc struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	out   *bufio.Reader
-	errb  strings.Builder
+	errb  limitedWriter // the child's stderr, for error messages
 	Ready Ready
 }
 
@@ -56,7 +57,8 @@ func StartProc(ctx context.Context, spec ProcSpec, url, token string, events int
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = spec.Dir
 	p := &Proc{Name: spec.Name, Times: times, cmd: cmd}
-	cmd.Stderr = &limitedWriter{b: &p.errb, n: 8 << 10}
+	p.errb.n = 8 << 10
+	cmd.Stderr = &p.errb
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -137,14 +139,25 @@ func (p *Proc) Kill() {
 	}
 }
 
+// limitedWriter keeps the first n bytes written to it; safe for concurrent
+// use (exec copies the child's stderr from a goroutine of its own).
 type limitedWriter struct {
-	b *strings.Builder
-	n int
+	mu sync.Mutex
+	b  strings.Builder
+	n  int
 }
 
 func (w *limitedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if room := w.n - w.b.Len(); room > 0 {
 		w.b.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+func (w *limitedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
