@@ -71,6 +71,10 @@ func (c *Conn) run() {
 
 		requested := c.serve(s, jwtExp)
 		s.wait()
+		// A session ended by a read error (an oversize frame, a protocol
+		// error), the heartbeat or a write error still holds its socket:
+		// close it, or the server keeps writing into it.
+		_ = s.ws.CloseNow()
 		c.uninstall(s)
 		cause := s.Err()
 		if c.ctx.Err() != nil {
