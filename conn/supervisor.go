@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -270,7 +271,9 @@ func (c *Conn) runHook(s *Session, reason ConnectReason) {
 
 // DialError reports a failed dial (connection refused, DNS, TLS, timeout).
 // Its text never contains the access token of a strict-mode URL; errors.Is
-// and errors.As reach the network error and context errors underneath.
+// and errors.As reach the network error, a TLS verification error (and its
+// x509 cause, such as x509.UnknownAuthorityError) and context errors
+// underneath.
 type DialError struct {
 	URL    string // the endpoint, without credentials
 	msg    string
@@ -286,10 +289,15 @@ func newDialError(endpoint string, err error, secret string) *DialError {
 		msg = strings.ReplaceAll(msg, secret, "REDACTED")
 	}
 	// The chain of err holds the URL with the token in url.Error; expose
-	// only the parts that carry none.
+	// only the parts that carry none: what the url.Error wraps (the network
+	// error, a TLS verification error with its x509 cause), or else the
+	// network error.
 	var causes []error
+	var ue *url.Error
 	var op *net.OpError
-	if errors.As(err, &op) {
+	if errors.As(err, &ue) && ue.Err != nil && (secret == "" || !strings.Contains(ue.Err.Error(), secret)) {
+		causes = append(causes, ue.Err)
+	} else if errors.As(err, &op) {
 		causes = append(causes, op)
 	}
 	for _, target := range []error{context.DeadlineExceeded, context.Canceled} {
