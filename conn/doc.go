@@ -34,7 +34,10 @@
 //
 // Nothing the network sends makes the package panic. Frames that cannot be
 // used are reported as *ProtocolError to Config.OnError and skipped; a frame
-// above Config.ReadLimit ends the session with ErrFrameTooLarge; error frames
+// above Config.ReadLimit ends the session with ErrFrameTooLarge; more than
+// 16 MiB of subscription frames held back outside OnConnect (during the
+// handshake, or between TOKEN_EXPIRED and re-authentication) end it with a
+// *ProtocolError rather than grow memory until the auth reply; error frames
 // without uid go to OnError as *ServerError; frames of unknown types are
 // ignored, as Directus itself ignores them. Tokens and passwords never appear
 // in an error string or a log line: Auth and AuthMessage redact themselves,

@@ -36,6 +36,8 @@ type Session struct {
 	handshake  *pendingRequest // the handshake auth, whose failure reply has no uid
 	holding    bool            // subscription frames are held back …
 	held       []*Message      // … here, until release
+	heldBytes  int             // size of held frames received outside the hook
+	inHook     bool            // OnConnect runs: the frames held are its replies
 	authedAt   time.Time
 	expiredSig chan struct{} // TOKEN_EXPIRED seen (cap 1)
 
@@ -240,7 +242,29 @@ func (s *Session) release() {
 	}
 	s.held = nil
 	s.holding = false
+	s.inHook = false
+	s.heldBytes = 0
 }
+
+// enterHook marks the start of the OnConnect hook: frames that arrive from
+// now until release answer what the hook sends, and are held without limit.
+func (s *Session) enterHook() {
+	s.mu.Lock()
+	s.inHook = true
+	s.mu.Unlock()
+}
+
+// heldLimit bounds the subscription frames a session holds back outside its
+// OnConnect hook: during the handshake, where the server has no
+// subscription of the session and so nothing to send, and between
+// TOKEN_EXPIRED and re-authentication, whose frames the hook that follows
+// supersedes. Beyond it a flood would grow memory for as long as the server
+// delays its auth reply (AuthTimeout), so the session is ended instead.
+// heldOverhead is counted per frame besides its data.
+const (
+	heldLimit    = 16 << 20
+	heldOverhead = 256
+)
 
 func (s *Session) readLoop() {
 	defer s.wg.Done()
@@ -340,6 +364,16 @@ func (s *Session) dispatch(m *Message) {
 func (s *Session) deliverSubscription(m *Message) {
 	s.mu.Lock()
 	if s.holding {
+		if !s.inHook {
+			s.heldBytes += len(m.Data) + len(m.Meta) + heldOverhead
+			if s.heldBytes > heldLimit {
+				s.held = nil
+				s.mu.Unlock()
+				s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", heldLimit)
+				s.end(&ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", heldLimit>>20), Type: m.Type, Size: len(m.Data)})
+				return
+			}
+		}
 		s.held = append(s.held, m)
 		s.mu.Unlock()
 		return

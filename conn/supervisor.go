@@ -264,6 +264,7 @@ func (c *Conn) serve(s *Session, jwtExp time.Time) (reconnectRequested bool) {
 }
 
 func (c *Conn) runHook(s *Session, reason ConnectReason) {
+	s.enterHook()
 	if f := c.cfg.OnConnect; f != nil {
 		f(s, reason)
 	}
