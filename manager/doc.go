@@ -13,12 +13,18 @@
 //
 //   - Each subscription's handler receives its events in the order the server
 //     sent them, one at a time. Handlers of different subscriptions run
-//     concurrently; a slow handler blocks neither the connection nor another
-//     subscription.
-//   - A subscription's queue is bounded (Options.QueueSize). When it
-//     overflows, the queued events are discarded, Stats.Overflows is
-//     incremented and the subscription is resynced: the handler next receives
-//     a fresh init with Resync set, which replaces what was discarded.
+//     concurrently, each from its own queue: a slow handler does not hold up
+//     another subscription's events while its queue has room.
+//   - A subscription's queue is bounded (Options.QueueSize). When it is
+//     full, the connection's read loop waits at most Options.OverflowWait
+//     (100 ms by default) for the handler to take an event: a handler that
+//     keeps up on average rides out a burst with backpressure on the server.
+//     If the handler makes no room in that time, the queued events are
+//     discarded, Stats.Overflows is incremented and the subscription is
+//     resynced: the handler next receives a fresh init with Resync set, which
+//     replaces what was discarded, and the read loop goes on at once for the
+//     other subscriptions. A stuck handler thus delays the others by at most
+//     one OverflowWait per overflow (none with a negative OverflowWait).
 //     Events are never dropped without that init following.
 //   - After every reconnect, Reconnect, and re-authentication after
 //     TOKEN_EXPIRED, each live subscription is restored exactly once, before

@@ -21,12 +21,22 @@ const (
 	// before it is sent again. Directus answers some failures with nothing
 	// at all, and drops frames over its rate limit.
 	DefaultInitTimeout = 30 * time.Second
+
+	// DefaultOverflowWait is how long the connection's read loop waits for a
+	// handler to make room in its full queue before it gives up on that
+	// subscription's queue (discards it and resyncs). A handler that keeps up
+	// on average rides out bursts with backpressure instead of resyncs.
+	DefaultOverflowWait = 100 * time.Millisecond
 )
 
 // Options tune a Manager; nil or zero fields mean the defaults.
 type Options struct {
 	QueueSize   int
 	InitTimeout time.Duration
+	// OverflowWait bounds how long the read loop waits for room in a full
+	// queue (0 means DefaultOverflowWait; negative means no wait: a full
+	// queue overflows at once and nothing ever waits for a handler).
+	OverflowWait time.Duration
 }
 
 // Manager keeps a set of subscriptions alive on one connection. See the
@@ -73,6 +83,9 @@ func New(cfg *conn.Config, opts *Options) (*Manager, error) {
 	}
 	if m.opts.InitTimeout <= 0 {
 		m.opts.InitTimeout = DefaultInitTimeout
+	}
+	if m.opts.OverflowWait == 0 {
+		m.opts.OverflowWait = DefaultOverflowWait
 	}
 	m.log = slog.New(slog.DiscardHandler)
 	if cfg.Logger != nil {

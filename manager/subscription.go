@@ -126,6 +126,7 @@ type Subscription struct {
 	// wait until the handler has handled that init.
 	pushed, consumed, initAt uint64
 	consumedSig              chan struct{} // closed when consumed moves, if someone waits
+	roomSig                  chan struct{} // closed when the drain takes an event, if deliverEvent waits for room
 	// early holds events of the current attempt that arrived before its
 	// init. Directus registers a subscription before it sends the init, so
 	// an event can overtake it; events carry rows as read at dispatch, so
@@ -283,14 +284,46 @@ func (s *Subscription) deliverEvent(ev handlers.Event) (overflowed bool) {
 		}
 		return false
 	}
-	if len(s.queue)-s.head >= s.queueSize {
+	if len(s.queue)-s.head >= s.queueSize && !s.waitRoomLocked() {
 		s.overflows.Add(1)
 		s.discardLocked()
 		s.awaitingResync = true
 		return true
 	}
+	if s.ended {
+		return false
+	}
 	s.pushLocked(ev)
 	return false
+}
+
+// waitRoomLocked waits up to Options.OverflowWait for the handler to take
+// an event off a full queue, releasing dmu meanwhile. A handler that keeps
+// up on average thus pushes back on the connection (and through it on the
+// server) during a burst instead of costing a resync; a stuck one costs one
+// wait. It reports whether there is room now.
+func (s *Subscription) waitRoomLocked() bool {
+	wait := s.m.opts.OverflowWait
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for len(s.queue)-s.head >= s.queueSize && !s.ended {
+		if s.roomSig == nil {
+			s.roomSig = make(chan struct{})
+		}
+		sig := s.roomSig
+		s.dmu.Unlock()
+		select {
+		case <-sig:
+			s.dmu.Lock()
+		case <-t.C:
+			s.dmu.Lock()
+			return len(s.queue)-s.head < s.queueSize
+		}
+	}
+	return true
 }
 
 // markResyncing records that a fresh init was asked for.
@@ -401,6 +434,10 @@ func (s *Subscription) drain() {
 		ev := s.queue[s.head]
 		s.queue[s.head] = handlers.Event{}
 		s.head++
+		if s.roomSig != nil {
+			close(s.roomSig)
+			s.roomSig = nil
+		}
 		s.dmu.Unlock()
 
 		// Counted before the call, so that a handler sees its own event
@@ -436,6 +473,10 @@ func (s *Subscription) finish(cause error) bool {
 	if s.consumedSig != nil {
 		close(s.consumedSig)
 		s.consumedSig = nil
+	}
+	if s.roomSig != nil {
+		close(s.roomSig)
+		s.roomSig = nil
 	}
 	s.markReadyLocked(cause)
 	close(s.done)

@@ -111,21 +111,27 @@ func (c *Collection[K, T]) replace(items []T, resync bool) {
 	initial := !c.synced
 	var changes []Change[K, T]
 	notify := len(c.listeners) > 0
-	seen := make(map[K]struct{}, len(items))
-	if initial && len(c.rows) == 0 {
+	// Into an empty replica (the first init, typically) nothing can be
+	// missing from the init, so keys need no tracking.
+	var seen map[K]struct{}
+	if len(c.rows) == 0 {
 		c.rows = make(map[K]T, len(items))
+	} else {
+		seen = make(map[K]struct{}, len(items))
 	}
 	for _, item := range items {
 		k := c.opts.Key(item)
-		seen[k] = struct{}{}
-		ch, changed := c.setLocked(k, item)
+		if seen != nil {
+			seen[k] = struct{}{}
+		}
+		ch, changed := c.setLocked(k, item, notify)
 		if changed && notify {
 			ch.Initial, ch.Resync = initial, resync
 			changes = append(changes, ch)
 		}
 	}
 	for k, old := range c.rows {
-		if _, ok := seen[k]; ok {
+		if _, ok := seen[k]; ok || seen == nil {
 			continue
 		}
 		c.deleteLocked(k)
@@ -149,8 +155,9 @@ func (c *Collection[K, T]) upsert(items []T) {
 		return
 	}
 	var changes []Change[K, T]
+	notify := len(c.listeners) > 0
 	for _, item := range items {
-		if ch, changed := c.setLocked(c.opts.Key(item), item); changed {
+		if ch, changed := c.setLocked(c.opts.Key(item), item, notify); changed && notify {
 			changes = append(changes, ch)
 		}
 	}
@@ -171,7 +178,9 @@ func (c *Collection[K, T]) remove(keys []K) {
 		// held are ignored.
 		if old, ok := c.rows[k]; ok {
 			c.deleteLocked(k)
-			changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old})
+			if len(c.listeners) > 0 {
+				changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old})
+			}
 		}
 	}
 	c.events.Add(1)
@@ -180,15 +189,17 @@ func (c *Collection[K, T]) remove(keys []K) {
 }
 
 // setLocked upserts one row, keeping the indexes in step. An update of an
-// unknown key is an add: the item entered the subscription's filter.
-func (c *Collection[K, T]) setLocked(k K, item T) (Change[K, T], bool) {
+// unknown key is an add: the item entered the subscription's filter. Rows
+// are compared (to report only real changes) only when compare is set: with
+// no listener to tell, storing an equal row again costs less than comparing.
+func (c *Collection[K, T]) setLocked(k K, item T, compare bool) (Change[K, T], bool) {
 	old, exists := c.rows[k]
 	if exists {
 		if c.opts.Stale != nil && c.opts.Stale(item, old) {
 			c.staleSkipped.Add(1)
 			return Change[K, T]{}, false
 		}
-		if c.equal(old, item) {
+		if compare && c.equal(old, item) {
 			return Change[K, T]{}, false
 		}
 	}
@@ -212,10 +223,14 @@ func (c *Collection[K, T]) deleteLocked(k K) {
 	}
 }
 
-// appliedLocked wakes WaitFor callers.
+// appliedLocked wakes WaitFor callers, if any wait.
 func (c *Collection[K, T]) appliedLocked() {
-	close(c.applied)
-	c.applied = make(chan struct{})
+	c.waitMu.Lock()
+	if c.applied != nil {
+		close(c.applied)
+		c.applied = nil
+	}
+	c.waitMu.Unlock()
 }
 
 func (c *Collection[K, T]) markSynced() {

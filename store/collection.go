@@ -87,7 +87,8 @@ type Collection[K comparable, T any] struct {
 	listeners map[*listener[K, T]]struct{}
 	synced    bool
 	syncedCh  chan struct{}
-	applied   chan struct{} // closed and replaced after every applied event
+	waitMu    sync.Mutex
+	applied   chan struct{} // made by WaitFor, closed after the next applied event
 	closed    bool
 
 	// ctl guards the subscription and the reconcile loop.
@@ -122,7 +123,6 @@ func New[K comparable, T any](opts Options[K, T]) *Collection[K, T] {
 		indexes:   make(map[string]*index[K, T], len(opts.Indexers)),
 		listeners: make(map[*listener[K, T]]struct{}),
 		syncedCh:  make(chan struct{}),
-		applied:   make(chan struct{}),
 		soon:      make(chan struct{}, 1),
 	}
 	if opts.Logger != nil {
@@ -232,9 +232,12 @@ func (c *Collection[K, T]) WaitSynced(ctx context.Context) error {
 // every event the collection applies; it may read the collection.
 func (c *Collection[K, T]) WaitFor(ctx context.Context, cond func() bool) error {
 	for {
-		c.mu.RLock()
+		c.waitMu.Lock()
+		if c.applied == nil {
+			c.applied = make(chan struct{})
+		}
 		next := c.applied
-		c.mu.RUnlock()
+		c.waitMu.Unlock()
 		if cond() {
 			return nil
 		}
