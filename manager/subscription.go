@@ -126,7 +126,8 @@ type Subscription struct {
 	// wait until the handler has handled that init.
 	pushed, consumed, initAt uint64
 	consumedSig              chan struct{} // closed when consumed moves, if someone waits
-	roomSig                  chan struct{} // closed when the drain takes an event, if deliverEvent waits for room
+	roomSig                  chan struct{} // closed when the queue is down to roomAt, if deliverEvent waits for room
+	roomAt                   int
 	// early holds events of the current attempt that arrived before its
 	// init. Directus registers a subscription before it sends the init, so
 	// an event can overtake it; events carry rows as read at dispatch, so
@@ -311,7 +312,10 @@ func (s *Subscription) waitRoomLocked() bool {
 	defer t.Stop()
 	for len(s.queue)-s.head >= s.queueSize && !s.ended {
 		if s.roomSig == nil {
+			// Woken when the queue is down to a quarter free, not at every
+			// event taken: one wake-up per burst, not one per event.
 			s.roomSig = make(chan struct{})
+			s.roomAt = s.queueSize - max(s.queueSize/4, 1)
 		}
 		sig := s.roomSig
 		s.dmu.Unlock()
@@ -434,7 +438,7 @@ func (s *Subscription) drain() {
 		ev := s.queue[s.head]
 		s.queue[s.head] = handlers.Event{}
 		s.head++
-		if s.roomSig != nil {
+		if s.roomSig != nil && len(s.queue)-s.head <= s.roomAt {
 			close(s.roomSig)
 			s.roomSig = nil
 		}
