@@ -392,6 +392,7 @@ func TestUnsubscribeCollectionAndAllSparePersistent(t *testing.T) {
 func TestRestoreExactlyOnceAfterDrop(t *testing.T) {
 	e := setup(t, nil, conn.Auth{})
 	recs := map[string]*recorder{}
+	var plain *recorder // the subscription without query, which "shared" joins
 	for _, q := range []*conn.Query{nil, {Fields: []string{"id"}}, {Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}} {
 		r := newRecorder()
 		sub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Query: q, Persistent: true}), r)
@@ -400,13 +401,20 @@ func TestRestoreExactlyOnceAfterDrop(t *testing.T) {
 		}
 		recs[sub.UID()] = r
 		r.nextKind(t, handlers.KindInit)
+		if q == nil {
+			plain = r
+		}
 	}
-	// Two identical ones share a server subscription.
+	// Two identical ones share a server subscription; the newcomer's init
+	// reaches the first one as a resync.
 	shared := newRecorder()
 	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "shared", Persistent: true}), shared); err != nil {
 		t.Fatal(err)
 	}
 	shared.nextKind(t, handlers.KindInit)
+	if ev := plain.nextKind(t, handlers.KindInit); !ev.Resync {
+		t.Fatal("the join's init did not reach the first subscriber as a resync")
+	}
 	before := e.wire.count("subscribe")
 	if len(e.srv.Subscriptions()) != 3 {
 		t.Fatalf("%d server subscriptions, want 3 (one shared)", len(e.srv.Subscriptions()))
