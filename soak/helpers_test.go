@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
@@ -23,7 +24,13 @@ import (
 	"github.com/e41af43e/directus-realtime/store"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childServerEnv) != "" {
+		serveChild() // the server process of the load tests
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // Rows of the three collections the soak writes to: the seeded posts
 // (integer keys) and tags (uuid keys), and notes (integer keys), which alone
