@@ -203,7 +203,10 @@ func runSoak(t *testing.T, p soakParams) {
 				}
 			}
 		}
-		k.run(h, r)
+		// Each fault draws its parameters from a generator of its own, so
+		// that the schedule (kinds, order, pauses) depends on the seed
+		// alone, whatever a fault does with the link it finds.
+		k.run(h, rand.New(rand.NewPCG(p.seed, 1<<32+uint64(i))))
 		h.faults[k.name]++
 		if t.Failed() {
 			break
