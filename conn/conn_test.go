@@ -831,3 +831,74 @@ func TestConnectCanceled(t *testing.T) {
 		t.Fatalf("state %v", c.State())
 	}
 }
+
+// A TOKEN_EXPIRED that arrives while the first OnConnect runs keeps the
+// frames after it held until the re-authentication's OnConnect: the connect
+// release delivers only what came before the expiry.
+func TestTokenExpiredDuringConnectHook(t *testing.T) {
+	srv := newServer(t, &directustest.Options{AuthTimeout: 5 * time.Second})
+	expired := make(chan struct{}, 1)
+	var mu sync.Mutex
+	var order []string
+	record := func(s string) {
+		mu.Lock()
+		order = append(order, s)
+		mu.Unlock()
+	}
+	forbidden := make(chan struct{})
+	var c *conn.Conn
+	cfg := fast(conn.Config{URL: srv.URL(),
+		Auth: conn.Auth{Email: directustest.AdminEmail, Password: directustest.AdminPassword},
+		OnError: func(err error) {
+			if errors.Is(err, conn.ErrTokenExpired) {
+				expired <- struct{}{}
+			}
+		},
+		OnConnect: func(s *conn.Session, r conn.ConnectReason) {
+			record("hook " + r.String())
+			if r != conn.ReasonConnected {
+				return
+			}
+			_ = s.Send(s.Context(), conn.SubscribeMessage{Collection: "posts", UID: "x"})
+			// The pong comes after the init: the subscription exists (and
+			// its init is held) before the token expires.
+			if _, err := c.Ping(s.Context()); err != nil {
+				t.Error(err)
+			}
+			srv.ExpireTokens()
+			<-expired // the read loop has handled TOKEN_EXPIRED
+			// The expired identity turns the event into a FORBIDDEN frame;
+			// the pong that follows it proves the frame has been read.
+			if _, err := srv.Create("posts", map[string]any{"title": "while expired"}); err != nil {
+				t.Error(err)
+			}
+			if _, err := c.Ping(s.Context()); err != nil {
+				t.Error(err)
+			}
+			record("hook done")
+		},
+		OnSubscription: func(m *conn.Message) {
+			if m.Err != nil {
+				record("frame " + string(m.Err.Code))
+				close(forbidden)
+				return
+			}
+			record("frame " + m.Event)
+		},
+	})
+	c, err := conn.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Connect(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	<-forbidden
+	mu.Lock()
+	defer mu.Unlock()
+	want := "[hook connected hook done frame init hook reauthenticated frame FORBIDDEN]"
+	if fmt.Sprint(order) != want {
+		t.Fatalf("order %v, want %s", order, want)
+	}
+}

@@ -36,6 +36,8 @@ type Session struct {
 	handshake  *pendingRequest // the handshake auth, whose failure reply has no uid
 	holding    bool            // subscription frames are held back …
 	held       []*Message      // … here, until release
+	expired    bool            // TOKEN_EXPIRED seen, re-authentication pending …
+	expiredAt  int             // … and held[expiredAt:] came after it
 	heldBytes  int             // size of held frames received outside the hook
 	inHook     bool            // OnConnect runs: the frames held are its replies
 	authedAt   time.Time
@@ -224,26 +226,47 @@ func (s *Session) resolve(m *Message) bool {
 	return true
 }
 
-// hold makes the read loop keep subscription frames until release.
-func (s *Session) hold() {
-	s.mu.Lock()
-	s.holding = true
-	s.mu.Unlock()
-}
-
 // release delivers the held frames in order and lets later ones through.
 // Holding the lock while delivering keeps them ahead of frames the read loop
 // receives meanwhile.
-func (s *Session) release() {
+//
+// After TOKEN_EXPIRED and before the re-authentication, frames stay held: a
+// release after OnConnect delivers only those that came before the expiry;
+// reauthenticated releases the rest.
+func (s *Session) release(reauthenticated bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, m := range s.held {
+	if reauthenticated {
+		s.expired = false
+	}
+	n := len(s.held)
+	if s.expired {
+		n = s.expiredAt
+	}
+	for _, m := range s.held[:n] {
 		s.c.deliver(m)
+	}
+	s.inHook = false
+	if s.expired {
+		s.held = append(s.held[:0:0], s.held[n:]...)
+		s.expiredAt = 0
+		return
 	}
 	s.held = nil
 	s.holding = false
-	s.inHook = false
 	s.heldBytes = 0
+}
+
+// expire holds the frames from now on, until the re-authentication that
+// TOKEN_EXPIRED calls for has run OnConnect.
+func (s *Session) expire() {
+	s.mu.Lock()
+	if !s.expired {
+		s.expired = true
+		s.expiredAt = len(s.held)
+	}
+	s.holding = true
+	s.mu.Unlock()
 }
 
 // enterHook marks the start of the OnConnect hook: frames that arrive from
@@ -332,7 +355,7 @@ func (s *Session) dispatch(m *Message) {
 			if m.Err.Code == CodeTokenExpired {
 				// Frames after expiry are held until re-auth and the
 				// OnConnect hook, like those of a new session.
-				s.hold()
+				s.expire()
 				select {
 				case s.expiredSig <- struct{}{}:
 				default:

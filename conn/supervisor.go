@@ -65,7 +65,7 @@ func (c *Conn) run() {
 		// Connected before the held frames go out, so that whoever handles
 		// them already sees the connection up.
 		c.setState(StateConnected, nil)
-		s.release()
+		s.release(false)
 		c.firstResult(nil)
 		everUp = true
 		up := time.Now()
@@ -248,7 +248,7 @@ func (c *Conn) serve(s *Session, jwtExp time.Time) (reconnectRequested bool) {
 			}
 			jwtExp = exp
 			c.runHook(s, ReasonReauthenticated)
-			s.release()
+			s.release(true)
 			schedule(exp)
 		case <-refresh.C:
 			exp, err := c.authenticate(s, false)
