@@ -422,30 +422,12 @@ func (s *Server) restUpdateMany(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errInvalidPayload(`Invalid payload. "data" is required.`))
 			return
 		}
-		switch {
-		case x["keys"] != nil:
-			list, ok := x["keys"].([]any)
-			if !ok {
-				writeError(w, errInvalidPayload(`Invalid payload. "keys" has to be an array.`))
-				return
-			}
-			keys = list
-		case x["query"] != nil:
-			qm, ok := x["query"].(map[string]any)
-			if !ok {
-				writeError(w, errInvalidPayload(`Invalid payload. "query" has to be an object.`))
-				return
-			}
-			bq, qerr := s.compileBodyQuery(coll, qm)
-			if qerr != nil {
-				writeError(w, qerr)
-				return
-			}
-			keys = rowKeys(coll.readByQuery(bq, s.opts.DefaultLimit))
-		default:
-			writeError(w, errInvalidPayload(`Invalid payload. "keys" or "query" is required.`))
+		list, kerr := s.bodyKeys(coll, x)
+		if kerr != nil {
+			writeError(w, kerr)
 			return
 		}
+		keys = list
 		if _, uerr := coll.updateLocked(keys, patch); uerr != nil {
 			writeError(w, uerr)
 			return
@@ -504,30 +486,12 @@ func (s *Server) restDeleteMany(w http.ResponseWriter, r *http.Request) {
 	case []any:
 		keys = x
 	case map[string]any:
-		switch {
-		case x["keys"] != nil:
-			list, ok := x["keys"].([]any)
-			if !ok {
-				writeError(w, errInvalidPayload(`Invalid payload. "keys" has to be an array.`))
-				return
-			}
-			keys = list
-		case x["query"] != nil:
-			qm, ok := x["query"].(map[string]any)
-			if !ok {
-				writeError(w, errInvalidPayload(`Invalid payload. "query" has to be an object.`))
-				return
-			}
-			bq, qerr := s.compileBodyQuery(coll, qm)
-			if qerr != nil {
-				writeError(w, qerr)
-				return
-			}
-			keys = rowKeys(coll.readByQuery(bq, s.opts.DefaultLimit))
-		default:
-			writeError(w, errInvalidPayload(`Invalid payload. "keys" or "query" is required.`))
+		list, kerr := s.bodyKeys(coll, x)
+		if kerr != nil {
+			writeError(w, kerr)
 			return
 		}
+		keys = list
 	default:
 		writeError(w, errInvalidPayload("Invalid payload. Expected an array of keys."))
 		return
@@ -661,4 +625,28 @@ func (s *Server) restLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// bodyKeys returns the keys a batch PATCH or DELETE body names, by "keys"
+// (an array) or by "query" (an object, read like a REST query).
+func (s *Server) bodyKeys(coll *collection, x map[string]any) ([]any, *dxError) {
+	switch {
+	case x["keys"] != nil:
+		list, ok := x["keys"].([]any)
+		if !ok {
+			return nil, errInvalidPayload(`Invalid payload. "keys" has to be an array.`)
+		}
+		return list, nil
+	case x["query"] != nil:
+		qm, ok := x["query"].(map[string]any)
+		if !ok {
+			return nil, errInvalidPayload(`Invalid payload. "query" has to be an object.`)
+		}
+		bq, qerr := s.compileBodyQuery(coll, qm)
+		if qerr != nil {
+			return nil, qerr
+		}
+		return rowKeys(coll.readByQuery(bq, s.opts.DefaultLimit)), nil
+	}
+	return nil, errInvalidPayload(`Invalid payload. "keys" or "query" is required.`)
 }
