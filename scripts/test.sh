@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
 step "gofmt"
-unformatted="$(gofmt -l $(git ls-files '*.go'))"
+unformatted="$(git ls-files -z '*.go' | xargs -0 gofmt -l)"
 if [ -n "$unformatted" ]; then
   echo "not gofmt-ed:"; echo "$unformatted"; exit 1
 fi
@@ -24,7 +24,7 @@ go vet ./...
 
 step "go test -race (embedded server)"
 # The real server is not up yet: its conformance subtests skip here and run in the last step.
-REQUIRE_DIRECTUS= go test -race -count=1 ./...
+REQUIRE_DIRECTUS='' go test -race -count=1 ./...
 
 step "fuzz"
 scripts/fuzz.sh

@@ -35,9 +35,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing from apt (missing: ${missing[*]})"
   pkgs=(build-essential python3 curl ca-certificates)
   command -v npm >/dev/null 2>&1 || pkgs+=(npm)
-  [ "$(id -u)" = 0 ] || die "need root (or sudo) to apt-get install ${pkgs[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to apt-get install ${pkgs[*]}"
+    sudo="sudo"
+  fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 
 # 2. Node 22 ---------------------------------------------------------------------------------
