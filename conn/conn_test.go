@@ -479,17 +479,14 @@ func TestTokenExpiredReauthKeepsConnectionAndSubscriptions(t *testing.T) {
 	f := newFrames()
 	errs := newErrorSink()
 	hooks := make(chan conn.ConnectReason, 10)
-	var rotated []string
-	var rmu sync.Mutex
+	// OnRefreshToken runs on the notification goroutine, after the
+	// hook; collect the tokens on a channel and wait for them.
+	rotated := make(chan string, 10)
 	c := connect(t, fast(conn.Config{URL: srv.URL(),
 		Auth:           conn.Auth{Email: directustest.AdminEmail, Password: directustest.AdminPassword},
 		OnSubscription: f.on, OnError: errs.on,
-		OnConnect: func(s *conn.Session, r conn.ConnectReason) { hooks <- r },
-		OnRefreshToken: func(tok string) {
-			rmu.Lock()
-			rotated = append(rotated, tok)
-			rmu.Unlock()
-		},
+		OnConnect:      func(s *conn.Session, r conn.ConnectReason) { hooks <- r },
+		OnRefreshToken: func(tok string) { rotated <- tok },
 	}))
 	<-hooks
 	subscribe(t, c, f, "kept", nil)
@@ -510,10 +507,16 @@ func TestTokenExpiredReauthKeepsConnectionAndSubscriptions(t *testing.T) {
 	if m := f.nextEvent(t, conn.EventCreate); m.UID != "kept" {
 		t.Fatalf("event on %q", m.UID)
 	}
-	rmu.Lock()
-	defer rmu.Unlock()
-	if len(rotated) < 2 || rotated[0] == rotated[1] {
-		t.Fatalf("refresh tokens not rotated: %d seen", len(rotated))
+	var tokens [2]string
+	for i := range tokens {
+		select {
+		case tokens[i] = <-rotated:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("refresh tokens not rotated: %d seen", i)
+		}
+	}
+	if tokens[0] == tokens[1] {
+		t.Fatal("the re-authentication handed out the same refresh token")
 	}
 }
 

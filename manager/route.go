@@ -9,31 +9,69 @@ import (
 )
 
 // route hands one subscription frame to the local subscriptions of its
-// server subscription. It runs on the connection's read loop and never
-// blocks: each local subscription has its own bounded queue.
+// server subscription. It runs on the connection's read loop, the only
+// caller, which keeps each subscription's events in order. Each local
+// subscription has its own bounded queue; when one is full, route waits
+// (without holding the manager's lock) up to Options.OverflowWait for its
+// handler to make room before it overflows that queue.
 func (m *Manager) route(msg *conn.Message) {
 	m.mu.Lock()
+	ss, waiting, ev := m.routeLocked(msg)
+	if len(waiting) == 0 {
+		m.mu.Unlock()
+		return
+	}
+	m.mu.Unlock()
+	deadline := time.Now().Add(m.opts.OverflowWait)
+	roomy := make([]bool, len(waiting))
+	for i, s := range waiting {
+		roomy[i] = m.opts.OverflowWait > 0 && s.waitRoom(deadline)
+	}
+	m.mu.Lock()
 	defer m.mu.Unlock()
-	ss := m.wire[msg.UID]
+	if m.wire[msg.UID] != ss {
+		return // a newer attempt replaced this one meanwhile; its init supersedes the event
+	}
+	overflowed := false
+	for i, s := range waiting {
+		if s.ss != ss {
+			continue // unsubscribed meanwhile
+		}
+		if !roomy[i] || s.tryDeliver(s.event(ev.Kind, ev.Data, ev.Meta, ev.Received)) == queueFull {
+			s.overflow()
+			overflowed = true
+		}
+	}
+	if overflowed {
+		m.log.Warn("subscription queue overflowed; resyncing", "collection", ss.msg.Collection)
+		m.resyncLocked(ss, false)
+	}
+}
+
+// routeLocked does the part of route that needs no waiting. It returns the
+// subscriptions whose queue was full for the event ev.
+func (m *Manager) routeLocked(msg *conn.Message) (ss *serverSub, waiting []*Subscription, ev handlers.Event) {
+	ss = m.wire[msg.UID]
 	if ss == nil {
 		// An unsubscribe acknowledgement, or a frame of an attempt that a
 		// newer one replaced: the newer init supersedes it.
-		return
+		return nil, nil, ev
 	}
 	if msg.Err != nil {
 		m.routeErrorLocked(ss, msg)
-		return
+		return ss, nil, ev
 	}
 	if msg.Type != conn.TypeSubscription {
-		return
+		return ss, nil, ev
 	}
 	kind, ok := handlers.ParseKind(msg.Event)
 	if !ok {
 		if msg.Event != conn.EventUnsubscribe {
 			m.log.Warn("subscription frame with an unknown event", "event", msg.Event)
 		}
-		return
+		return ss, nil, ev
 	}
+	ev = handlers.Event{Kind: kind, Data: msg.Data, Meta: msg.Meta, Received: msg.Received}
 	if kind == handlers.KindInit {
 		ss.awaiting = false
 		ss.stopTimer()
@@ -47,18 +85,14 @@ func (m *Manager) route(msg *conn.Message) {
 			m.log.Warn("events that overtook the init overflowed; resyncing again", "collection", ss.msg.Collection)
 			m.resyncLocked(ss, false)
 		}
-		return
+		return ss, nil, ev
 	}
-	overflowed := false
 	for _, s := range ss.locals {
-		if s.deliverEvent(s.event(kind, msg.Data, msg.Meta, msg.Received)) {
-			overflowed = true
+		if s.tryDeliver(s.event(kind, msg.Data, msg.Meta, msg.Received)) == queueFull {
+			waiting = append(waiting, s)
 		}
 	}
-	if overflowed {
-		m.log.Warn("subscription queue overflowed; resyncing", "collection", ss.msg.Collection)
-		m.resyncLocked(ss, false)
-	}
+	return ss, waiting, ev
 }
 
 // routeErrorLocked handles an error frame with the uid of ss's current
@@ -67,10 +101,19 @@ func (m *Manager) route(msg *conn.Message) {
 // event the identity may not read), which does not end the subscription.
 func (m *Manager) routeErrorLocked(ss *serverSub, msg *conn.Message) {
 	if !ss.awaiting {
+		overflowed := false
 		for _, s := range ss.locals {
 			ev := s.event(handlers.KindError, nil, nil, msg.Received)
 			ev.Err = s.serverErr(msg.Err)
-			s.deliverEvent(ev)
+			if s.tryDeliver(ev) == queueFull {
+				// No wait for an error: it says an event was lost, and the
+				// resync an overflow brings says more.
+				s.overflow()
+				overflowed = true
+			}
+		}
+		if overflowed {
+			m.resyncLocked(ss, false)
 		}
 		return
 	}

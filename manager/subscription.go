@@ -126,7 +126,7 @@ type Subscription struct {
 	// wait until the handler has handled that init.
 	pushed, consumed, initAt uint64
 	consumedSig              chan struct{} // closed when consumed moves, if someone waits
-	roomSig                  chan struct{} // closed when the queue is down to roomAt, if deliverEvent waits for room
+	roomSig                  chan struct{} // closed when the queue is down to roomAt, if route waits for room
 	roomAt                   int
 	// early holds events of the current attempt that arrived before its
 	// init. Directus registers a subscription before it sends the init, so
@@ -265,52 +265,64 @@ func (s *Subscription) signalInitLocked() {
 	s.initSig = make(chan struct{})
 }
 
-// deliverEvent queues a create, update, delete or error event. It reports
-// whether the queue overflowed, in which case the queue was emptied and a
-// resync must be asked for.
-func (s *Subscription) deliverEvent(ev handlers.Event) (overflowed bool) {
+// delivery is the outcome of tryDeliver.
+type delivery int
+
+const (
+	delivered delivery = iota // queued, or held for the awaited init, or dropped because it ended
+	queueFull                 // the queue is full: wait for room, then try again or overflow
+)
+
+// tryDeliver queues a create, update, delete or error event without
+// waiting. Events of the attempt whose init is awaited are held to follow
+// it (route drops those of replaced attempts).
+func (s *Subscription) tryDeliver(ev handlers.Event) delivery {
 	s.dmu.Lock()
 	defer s.dmu.Unlock()
 	if s.ended {
-		return false
+		return delivered
 	}
 	if !s.gotInit || s.awaitingResync {
-		// Only events of the awaited attempt reach here (route drops those
-		// of replaced attempts); they follow its init.
 		if len(s.early) < s.queueSize {
 			s.early = append(s.early, ev)
 		} else if !s.earlyLost {
 			s.overflows.Add(1)
 			s.earlyLost = true
 		}
-		return false
+		return delivered
 	}
-	if len(s.queue)-s.head >= s.queueSize && !s.waitRoomLocked() {
-		s.overflows.Add(1)
-		s.discardLocked()
-		s.awaitingResync = true
-		return true
-	}
-	if s.ended {
-		return false
+	if len(s.queue)-s.head >= s.queueSize {
+		return queueFull
 	}
 	s.pushLocked(ev)
-	return false
+	return delivered
 }
 
-// waitRoomLocked waits up to Options.OverflowWait for the handler to take
-// an event off a full queue, releasing dmu meanwhile. A handler that keeps
-// up on average thus pushes back on the connection (and through it on the
-// server) during a burst instead of costing a resync; a stuck one costs one
-// wait. It reports whether there is room now.
-func (s *Subscription) waitRoomLocked() bool {
-	wait := s.m.opts.OverflowWait
-	if wait <= 0 {
-		return false
+// overflow discards the queue of a subscription whose handler made no room
+// in time; a resync must be asked for.
+func (s *Subscription) overflow() {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if s.ended || s.awaitingResync {
+		return
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	s.overflows.Add(1)
+	s.discardLocked()
+	s.awaitingResync = true
+}
+
+// waitRoom waits until the queue is a quarter free, the subscription ends
+// or the deadline passes, and reports whether there is room. It is called
+// without any lock: a handler that calls the manager meanwhile is not held
+// up by the wait.
+func (s *Subscription) waitRoom(deadline time.Time) bool {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
 	for len(s.queue)-s.head >= s.queueSize && !s.ended {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return false
+		}
 		if s.roomSig == nil {
 			// Woken when the queue is down to a quarter free, not at every
 			// event taken: one wake-up per burst, not one per event.
@@ -319,13 +331,13 @@ func (s *Subscription) waitRoomLocked() bool {
 		}
 		sig := s.roomSig
 		s.dmu.Unlock()
+		t := time.NewTimer(wait)
 		select {
 		case <-sig:
-			s.dmu.Lock()
 		case <-t.C:
-			s.dmu.Lock()
-			return len(s.queue)-s.head < s.queueSize
 		}
+		t.Stop()
+		s.dmu.Lock()
 	}
 	return true
 }
