@@ -284,9 +284,12 @@ func TestSecretsNeverExposedDuringReauthAndReconnect(t *testing.T) {
 		<-authSeen // the handshake
 		<-authSeen // a proactive refresh
 		refuse.Store(true)
-		w.waitFailure(t, func(err error) bool {
-			return strings.Contains(err.Error(), "token refresh failed") && errors.Is(err, conn.ErrAuthFailed)
-		})
+		// Normally the refresh before exp is refused. On a loaded machine
+		// the token may expire first (the re-authentication after
+		// TOKEN_EXPIRED is refused instead), or the refresh may time out
+		// (the next connect attempt is refused instead). Each way, the
+		// refused token goes through paths whose errors and logs are checked.
+		w.waitFailure(t, func(err error) bool { return errors.Is(err, conn.ErrAuthFailed) })
 		_ = c.Close()
 		w.check(t)
 	})

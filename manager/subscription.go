@@ -380,8 +380,23 @@ func (s *Subscription) markReadyLocked(err error) {
 // discardLocked drops the queued events, counting them as consumed.
 func (s *Subscription) discardLocked() {
 	s.advanceLocked(uint64(len(s.queue) - s.head))
-	clear(s.queue)
-	s.queue, s.head = s.queue[:0], 0
+	s.emptyQueueLocked()
+}
+
+// idleQueueCap is the largest backing array an empty queue keeps: a burst
+// may grow the array to the queue's size, and an idle subscription should
+// not hold that memory.
+const idleQueueCap = 64
+
+// emptyQueueLocked empties the queue, releasing a large backing array.
+func (s *Subscription) emptyQueueLocked() {
+	if cap(s.queue) > idleQueueCap {
+		s.queue = nil
+	} else {
+		clear(s.queue)
+		s.queue = s.queue[:0]
+	}
+	s.head = 0
 }
 
 func (s *Subscription) advanceLocked(n uint64) {
@@ -423,6 +438,14 @@ func (s *Subscription) waitConsumed(ctx context.Context, n uint64) error {
 
 func (s *Subscription) pushLocked(ev handlers.Event) {
 	s.pushed++
+	if len(s.queue) == cap(s.queue) && s.head >= cap(s.queue)/4 {
+		// Reuse the slots already handled rather than let append grow the
+		// array: a queue that never empties during a long burst would
+		// otherwise reach the size of the whole burst, not of QueueSize.
+		n := copy(s.queue, s.queue[s.head:])
+		clear(s.queue[n:])
+		s.queue, s.head = s.queue[:n], 0
+	}
 	s.queue = append(s.queue, ev)
 	if !s.running {
 		s.running = true
@@ -441,8 +464,7 @@ func (s *Subscription) drain() {
 		s.advanceLocked(handled)
 		handled = 1
 		if s.ended || s.head == len(s.queue) {
-			clear(s.queue)
-			s.queue, s.head = s.queue[:0], 0
+			s.emptyQueueLocked()
 			s.running = false
 			s.dmu.Unlock()
 			return
