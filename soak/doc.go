@@ -19,5 +19,5 @@
 //
 // The seeds are fixed; SOAK_SEED=n runs one seed instead, SOAK_FAULTS=n sets
 // the number of faults per seed. Figures from these tests are recorded in
-// bench/RELIABILITY.md.
+// bench/README.md, section "Reliability".
 package soak
