@@ -18,6 +18,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -716,7 +717,7 @@ func TestHookRunsBeforeFramesOfItsSession(t *testing.T) {
 
 func TestSecretsNeverLogged(t *testing.T) {
 	srv := newServer(t, &directustest.Options{AuthMode: directustest.AuthStrict})
-	var buf syncBuffer
+	var buf testutil.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	errs := newErrorSink()
 	secret := "s3cret-" + strings.Repeat("z", 8)
@@ -752,23 +753,6 @@ func TestSecretsNeverLogged(t *testing.T) {
 	if !strings.Contains(buf.String(), "connect attempt failed") {
 		t.Errorf("the dial failures were not logged at all:\n%s", buf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestStateWatchAndClose(t *testing.T) {

@@ -26,12 +26,13 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 )
 
 // leakWatch gathers every place a secret could surface: a debug-level log,
 // OnError, the errors of state changes, and errors returned to the caller.
 type leakWatch struct {
-	logs    syncBuffer
+	logs    testutil.Buffer
 	logger  *slog.Logger
 	mu      sync.Mutex
 	secrets []string

@@ -584,15 +584,25 @@ func (s *Server) restLogin(w http.ResponseWriter, r *http.Request) {
 	s.writeTokens(w, res)
 }
 
-func (s *Server) restRefresh(w http.ResponseWriter, r *http.Request) {
+// bodyRefreshToken reads the refresh token of a /auth/refresh or
+// /auth/logout body, writing Directus's error when there is none.
+func bodyRefreshToken(w http.ResponseWriter, r *http.Request) (string, bool) {
 	body, _, berr := readBody(r)
 	if berr != nil {
 		writeError(w, berr)
-		return
+		return "", false
 	}
 	rt, ok := bodyString(body, "refresh_token")
 	if !ok || rt == "" {
 		writeError(w, errInvalidPayload("The refresh token is required in either the payload or cookie."))
+		return "", false
+	}
+	return rt, true
+}
+
+func (s *Server) restRefresh(w http.ResponseWriter, r *http.Request) {
+	rt, ok := bodyRefreshToken(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()
@@ -606,14 +616,8 @@ func (s *Server) restRefresh(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) restLogout(w http.ResponseWriter, r *http.Request) {
-	body, _, berr := readBody(r)
-	if berr != nil {
-		writeError(w, berr)
-		return
-	}
-	rt, ok := bodyString(body, "refresh_token")
-	if !ok || rt == "" {
-		writeError(w, errInvalidPayload("The refresh token is required in either the payload or cookie."))
+	rt, ok := bodyRefreshToken(w, r)
+	if !ok {
 		return
 	}
 	s.mu.Lock()

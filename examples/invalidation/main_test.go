@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"regexp"
@@ -14,35 +13,18 @@ import (
 
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a bytes.Buffer that run's goroutines may write concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The whole example on the embedded server: the walkthrough's reads are a
 // miss, a hit, then after the write's event a miss with the new value; the
 // concurrent phase has hits, misses and no stale read.
 func TestRun(t *testing.T) {
-	var out syncBuffer
+	var out testutil.Buffer
 	err := run(t.Context(), config{Duration: time.Second, Readers: 3}, &out)
 	text := out.String()
 	if err != nil {
@@ -76,7 +58,7 @@ func TestRun(t *testing.T) {
 func TestRemoteCleansUp(t *testing.T) {
 	srv := directustest.NewServer(nil)
 	defer srv.Close()
-	var out syncBuffer
+	var out testutil.Buffer
 	err := run(t.Context(), config{URL: srv.URL(), Token: directustest.AdminToken, Duration: 200 * time.Millisecond}, &out)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())

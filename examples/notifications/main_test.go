@@ -1,37 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer is a bytes.Buffer that run's goroutines may write concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var navigated = regexp.MustCompile(`msg=navigated page=(\S+) ended=(\d+) active="\[global-notifications ([^\]]*)\]"`)
@@ -40,7 +21,7 @@ var navigated = regexp.MustCompile(`msg=navigated page=(\S+) ended=(\d+) active=
 // the persistent one stays, and the notification created after it is
 // delivered; after a server restart it is restored and delivers again.
 func TestRun(t *testing.T) {
-	var out syncBuffer
+	var out testutil.Buffer
 	if err := run(t.Context(), config{Pages: 6}, &out); err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
@@ -89,7 +70,7 @@ func TestRemote(t *testing.T) {
 	if err := srv.AddCollection(directustest.Collection{Name: "alerts", Fields: []string{"id", "subject"}}); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testutil.Buffer
 	err := run(t.Context(), config{URL: srv.URL(), Token: directustest.AdminToken, Collection: "alerts", Pages: 3}, &out)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
@@ -108,7 +89,7 @@ func TestRemote(t *testing.T) {
 func TestMissingCollection(t *testing.T) {
 	srv := directustest.NewServer(nil)
 	defer srv.Close()
-	var out syncBuffer
+	var out testutil.Buffer
 	err := run(t.Context(), config{URL: srv.URL(), Token: directustest.AdminToken, Collection: "nope", Pages: 1}, &out)
 	if err == nil || !strings.Contains(err.Error(), "create a notification") {
 		t.Fatalf("run = %v\n%s", err, out.String())

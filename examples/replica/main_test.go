@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -24,27 +23,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// syncBuffer is a bytes.Buffer that run's goroutines may write concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The default mode: embedded server, writer, replica, final check.
 func TestEmbedded(t *testing.T) {
-	var out syncBuffer
+	var out testutil.Buffer
 	err := run(t.Context(), config{Duration: 1500 * time.Millisecond, WriteEvery: 2 * time.Millisecond, Lines: 3}, &out)
 	text := out.String()
 	if err != nil {
@@ -85,7 +66,7 @@ func TestRemoteReadOnly(t *testing.T) {
 	if _, err := srv.Create("posts", map[string]any{"title": "a", "status": "draft", "views": 1}); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testutil.Buffer
 	cfg := config{URL: srv.URL(), Token: directustest.AdminToken, Duration: time.Second}
 	cfg.synced = func() {
 		// Someone else writes while the replica runs: one change with an
@@ -127,7 +108,7 @@ func TestRemoteOtherCollection(t *testing.T) {
 	if _, err := srv.Create("tags", map[string]any{"name": "go"}, map[string]any{"name": "directus"}); err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testutil.Buffer
 	cfg := config{URL: srv.URL(), Token: directustest.AdminToken, Collection: "tags", Duration: time.Second}
 	cfg.synced = func() {
 		if err := srv.Delete("tags", srv.Items("tags")[0]["id"]); err != nil {
@@ -153,7 +134,7 @@ func TestCheckDiffers(t *testing.T) {
 	// A replica that holds something else: applied by hand, no subscription.
 	_ = posts.Handle(handlers.Event{Kind: handlers.KindInit, Data: []byte(`[{"id":1,"title":"stale","status":"draft","views":0},{"id":9,"title":"gone"}]`)})
 
-	var out syncBuffer
+	var out testutil.Buffer
 	r := &replicator{cfg: config{Collection: "posts"}, log: slog.New(slog.NewTextHandler(&out, nil)), srv: srv}
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()

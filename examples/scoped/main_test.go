@@ -2,41 +2,22 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// syncBuffer is a bytes.Buffer that run's goroutines may write concurrently.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testApp is the example running in the background, with its hooks turned
@@ -46,7 +27,7 @@ type testApp struct {
 	srv     *directustest.Server
 	started chan string // uids of streams whose subscription is live
 	ended   chan string // uids of streams whose subscription has ended
-	out     *syncBuffer
+	out     *testutil.Buffer
 	client  *http.Client
 }
 
@@ -54,7 +35,7 @@ type testApp struct {
 // test ends; the test fails if run returns an error.
 func startApp(t *testing.T) *testApp {
 	t.Helper()
-	a := &testApp{started: make(chan string, 16), ended: make(chan string, 16), out: &syncBuffer{}}
+	a := &testApp{started: make(chan string, 16), ended: make(chan string, 16), out: &testutil.Buffer{}}
 	ready := make(chan struct{})
 	cfg := config{Addr: "127.0.0.1:0"}
 	cfg.listening = func(base string, srv *directustest.Server) {
@@ -283,7 +264,7 @@ func TestPageAndErrors(t *testing.T) {
 
 // The program stops by itself after -duration, ending open streams.
 func TestDuration(t *testing.T) {
-	var out syncBuffer
+	var out testutil.Buffer
 	started := make(chan string, 1)
 	var base string
 	cfg := config{Addr: "127.0.0.1:0", Duration: time.Second, WriteEvery: 10 * time.Millisecond}
