@@ -250,6 +250,22 @@ func arraysFromIndexes(v any) any {
 	return out
 }
 
+// restRequestLocked prepares an /items request with restPrepareLocked and
+// writes the error response if it fails, or else if bodyErr (the request
+// body's, read before the lock) is set: the request's errors come first, as
+// on Directus. It reports whether the handler goes on.
+func (s *Server) restRequestLocked(w http.ResponseWriter, r *http.Request, action permAction, bodyErr *dxError) (*user, *collection, *compiledQuery, bool) {
+	u, coll, cq, err := s.restPrepareLocked(r, action)
+	if err == nil {
+		err = bodyErr
+	}
+	if err != nil {
+		writeError(w, err)
+		return nil, nil, nil, false
+	}
+	return u, coll, cq, true
+}
+
 // restPrepareLocked authenticates, checks the collection and the permission
 // and compiles the query of an /items request.
 func (s *Server) restPrepareLocked(r *http.Request, action permAction) (*user, *collection, *compiledQuery, *dxError) {
@@ -279,9 +295,8 @@ func (s *Server) restPrepareLocked(r *http.Request, action permAction) (*user, *
 func (s *Server) restList(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, coll, cq, err := s.restPrepareLocked(r, permRead)
-	if err != nil {
-		writeError(w, err)
+	_, coll, cq, ok := s.restRequestLocked(w, r, permRead, nil)
+	if !ok {
 		return
 	}
 	rows := coll.readByQuery(cq, s.opts.DefaultLimit)
@@ -292,9 +307,8 @@ func (s *Server) restList(w http.ResponseWriter, r *http.Request) {
 func (s *Server) restGetOne(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, coll, cq, err := s.restPrepareLocked(r, permRead)
-	if err != nil {
-		writeError(w, err)
+	_, coll, cq, ok := s.restRequestLocked(w, r, permRead, nil)
+	if !ok {
 		return
 	}
 	row, ok := coll.readOne(r.PathValue("id"), cq)
@@ -309,13 +323,8 @@ func (s *Server) restCreate(w http.ResponseWriter, r *http.Request) {
 	body, _, berr := readBody(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	u, coll, cq, err := s.restPrepareLocked(r, permCreate)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if berr != nil {
-		writeError(w, berr)
+	u, coll, cq, ok := s.restRequestLocked(w, r, permCreate, berr)
+	if !ok {
 		return
 	}
 	var items []map[string]any
@@ -359,13 +368,8 @@ func (s *Server) restUpdateOne(w http.ResponseWriter, r *http.Request) {
 	body, _, berr := readBody(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	u, coll, cq, err := s.restPrepareLocked(r, permUpdate)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if berr != nil {
-		writeError(w, berr)
+	u, coll, cq, ok := s.restRequestLocked(w, r, permUpdate, berr)
+	if !ok {
 		return
 	}
 	patch, ok := body.(map[string]any)
@@ -393,13 +397,8 @@ func (s *Server) restUpdateMany(w http.ResponseWriter, r *http.Request) {
 	body, _, berr := readBody(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	u, coll, cq, err := s.restPrepareLocked(r, permUpdate)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if berr != nil {
-		writeError(w, berr)
+	u, coll, cq, ok := s.restRequestLocked(w, r, permUpdate, berr)
+	if !ok {
 		return
 	}
 	var keys []any
@@ -455,9 +454,8 @@ func (s *Server) compileBodyQuery(coll *collection, q map[string]any) (*compiled
 func (s *Server) restDeleteOne(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, coll, _, err := s.restPrepareLocked(r, permDelete)
-	if err != nil {
-		writeError(w, err)
+	_, coll, _, ok := s.restRequestLocked(w, r, permDelete, nil)
+	if !ok {
 		return
 	}
 	// The key comes from the URL path: the delete event carries it as a
@@ -472,13 +470,8 @@ func (s *Server) restDeleteMany(w http.ResponseWriter, r *http.Request) {
 	body, _, berr := readBody(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_, coll, _, err := s.restPrepareLocked(r, permDelete)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	if berr != nil {
-		writeError(w, berr)
+	_, coll, _, ok := s.restRequestLocked(w, r, permDelete, berr)
+	if !ok {
 		return
 	}
 	var keys []any
