@@ -31,7 +31,13 @@ const (
 
 // Options tune a Manager; nil or zero fields mean the defaults.
 type Options struct {
-	QueueSize   int
+	// QueueSize bounds each subscription's queue (0 means
+	// DefaultQueueSize). A queue's memory stays of the order of QueueSize
+	// events however long a burst lasts, and is given back when the
+	// subscription goes idle.
+	QueueSize int
+	// InitTimeout bounds the wait for a subscribe's init before the
+	// subscribe is sent again (0 means DefaultInitTimeout).
 	InitTimeout time.Duration
 	// OverflowWait bounds how long the read loop waits for room in a full
 	// queue (0 means DefaultOverflowWait; negative means no wait: a full
