@@ -502,8 +502,9 @@ var recordOnce = sync.OnceValues(func() (*recorded, error) {
 	if _, err := w.Run(ctx, wr, model, 0); err != nil {
 		return nil, err
 	}
-	for r.Count() < w.Events {
-		time.Sleep(time.Millisecond)
+	if err := r.WaitCount(ctx, w.Events); err != nil {
+		r.Stop()
+		return nil, err
 	}
 	return &recorded{rec: r.Stop(), expected: model.Rows, events: w.Events}, nil
 })

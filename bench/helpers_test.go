@@ -65,8 +65,8 @@ func TestWorkloadReplicas(t *testing.T) {
 			t.Errorf("live %s: %s", kind, d)
 		}
 	}
-	for rec.Count() < w.Events && ctx.Err() == nil {
-		time.Sleep(time.Millisecond)
+	if err := rec.WaitCount(ctx, w.Events); err != nil {
+		t.Fatal(err)
 	}
 	recording := rec.Stop()
 	if len(recording.Events) != w.Events {

@@ -46,9 +46,10 @@ type Recorder struct {
 	done chan struct{}
 	err  error
 
-	mu  sync.Mutex
-	rec Recording
-	n   int
+	mu   sync.Mutex
+	rec  Recording
+	n    int
+	more chan struct{} // closed at the next recorded frame, if WaitCount waits
 }
 
 // StartRecorder connects to url (http://host:port) with a static token and
@@ -99,7 +100,41 @@ func (r *Recorder) loop() {
 			r.mu.Lock()
 			r.rec.Events = append(r.rec.Events, b)
 			r.n++
+			if r.more != nil {
+				close(r.more)
+				r.more = nil
+			}
 			r.mu.Unlock()
+		}
+	}
+}
+
+// WaitCount waits until n event frames are recorded, the connection ends or
+// ctx is done.
+func (r *Recorder) WaitCount(ctx context.Context, n int) error {
+	for {
+		r.mu.Lock()
+		if r.n >= n {
+			r.mu.Unlock()
+			return nil
+		}
+		if r.more == nil {
+			r.more = make(chan struct{})
+		}
+		more := r.more
+		r.mu.Unlock()
+		select {
+		case <-more:
+		case <-r.done:
+			r.mu.Lock()
+			got := r.n
+			r.mu.Unlock()
+			if got >= n {
+				return nil
+			}
+			return fmt.Errorf("recorder: connection ended after %d of %d frames: %v", got, n, r.err)
+		case <-ctx.Done():
+			return fmt.Errorf("recorder: %d of %d frames: %w", r.Count(), n, ctx.Err())
 		}
 	}
 }

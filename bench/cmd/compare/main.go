@@ -411,10 +411,11 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 		phase.Clients = append(phase.Clients, lr)
 	}
 	if rec != nil {
-		for rec.Count() < w.Events && ctx.Err() == nil {
-			time.Sleep(time.Millisecond)
-		}
+		werr := rec.WaitCount(ctx, w.Events)
 		recording = rec.Stop()
+		if werr != nil {
+			return phase, recording, werr
+		}
 	}
 	printLive(phase)
 	return phase, recording, nil
