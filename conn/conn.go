@@ -63,7 +63,10 @@ type Conn struct {
 	pendingSlots *semaphore.Weighted
 	uidSeq       atomic.Uint64
 	sessionSeq   atomic.Uint64
-	reconnectCh  chan struct{}
+	reconnectCh  chan struct{} // wakes the supervisor for a Reconnect; coalesced
+	// reconnectReqs counts Reconnect calls. A session records its value
+	// when its dial starts: requests up to it are answered by that session.
+	reconnectReqs atomic.Uint64
 
 	firstOnce sync.Once
 	first     chan error
@@ -169,21 +172,23 @@ func (c *Conn) Close() error {
 }
 
 // Reconnect replaces the current session with a new one at once, skipping
-// any backoff wait, and returns when the new session is connected.
+// any backoff wait, and returns when a session dialed after the call is
+// connected. A session being dialed or authenticated when Reconnect is
+// called does not count: it is replaced in turn.
 func (c *Conn) Reconnect(ctx context.Context) error {
 	if c.State() == StateIdle {
 		return errors.New("directus: Reconnect before Connect")
 	}
-	old := c.sessionSeq.Load()
+	req := c.reconnectReqs.Add(1)
 	select {
 	case c.reconnectCh <- struct{}{}:
-	default:
+	default: // one is pending already; it stands for this request too
 	}
 	for {
 		c.mu.Lock()
 		s, state, ch := c.sess, c.state, c.changed
 		c.mu.Unlock()
-		if s != nil && s.id > old && state == StateConnected {
+		if s != nil && s.dialReq >= req && state == StateConnected {
 			return nil
 		}
 		if state == StateClosed {

@@ -24,6 +24,9 @@ type Session struct {
 	id  uint64
 	ws  *websocket.Conn
 	log *slog.Logger
+	// dialReq is Conn.reconnectReqs when this session's dial started; set
+	// before the session is shared, read-only afterwards.
+	dialReq uint64
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc

@@ -55,11 +55,6 @@ func (c *Conn) run() {
 			continue
 		}
 		failures = 0
-		// A Reconnect asked for while dialing is answered by this session.
-		select {
-		case <-c.reconnectCh:
-		default:
-		}
 		c.install(s)
 		c.runHook(s, reason)
 		// Connected before the held frames go out, so that whoever handles
@@ -113,11 +108,15 @@ func (c *Conn) pause(d time.Duration) bool {
 
 // open dials and authenticates one session.
 func (c *Conn) open() (*Session, time.Time, error) {
+	// Reconnect requests made before the dial are answered by this session;
+	// later ones end it (see serve).
+	dialReq := c.reconnectReqs.Load()
 	ws, upgradeExp, err := c.dial()
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	s := newSession(c, c.sessionSeq.Add(1), ws)
+	s.dialReq = dialReq
 	jwtExp := upgradeExp
 	s.mu.Lock()
 	s.authedAt = time.Now()
@@ -231,6 +230,9 @@ func (c *Conn) serve(s *Session, jwtExp time.Time) (reconnectRequested bool) {
 			s.close(ErrClosed)
 			return false
 		case <-c.reconnectCh:
+			if c.reconnectReqs.Load() <= s.dialReq {
+				continue // asked for before this session was dialed: answered by it
+			}
 			s.close(errReconnectRequested)
 			return true
 		case <-s.expiredSig:
