@@ -104,3 +104,32 @@ func TestSummarize(t *testing.T) {
 		t.Fatalf("%+v", d)
 	}
 }
+
+// TestRESTWriter runs a small workload through the REST writer, the one the
+// load tool and the comparison use against a real Directus, here against
+// directustest's REST API: the server's rows must equal the model.
+func TestRESTWriter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	srv := directustest.NewServer(nil)
+	defer srv.Close()
+	wr := RESTWriter{URL: srv.URL(), Token: directustest.AdminToken}
+	w := NewWorkload(3, 50, 200)
+	model, err := w.SeedInit(ctx, wr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Run(ctx, wr, model, 0); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := wr.Rows(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := Compare(rows, model.Rows); !d.OK() {
+		t.Fatalf("server after the REST writes: %s", d)
+	}
+	if len(rows) == 0 {
+		t.Fatal("no rows")
+	}
+}

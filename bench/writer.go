@@ -1,16 +1,14 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/rest"
 )
 
 // DirectWriter writes through the Go methods of an in-process
@@ -109,43 +107,9 @@ type RESTWriter struct {
 	Client *http.Client
 }
 
-func (w RESTWriter) do(ctx context.Context, method, path string, body any, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(w.URL, "/")+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+w.Token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	client := w.Client
-	if client == nil {
-		client = http.DefaultClient
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %.300s", method, path, resp.Status, b)
-	}
-	if out != nil && len(b) > 0 {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+func (w RESTWriter) do(ctx context.Context, method, path string, body, out any) error {
+	c := rest.Client{Base: w.URL, Token: w.Token, HTTP: w.Client}
+	return c.Do(ctx, method, path, body, out)
 }
 
 // Seed creates the items (a real Directus emits their events, but nobody is
@@ -161,18 +125,18 @@ func (w RESTWriter) Create(ctx context.Context, items []Post) ([]int64, error) {
 		maps[i] = postMap(p)
 	}
 	if len(items) == 1 {
-		var out struct{ Data Post }
+		var out Post
 		if err := w.do(ctx, "POST", "/items/posts?fields=id", maps[0], &out); err != nil {
 			return nil, err
 		}
-		return []int64{out.Data.ID}, nil
+		return []int64{out.ID}, nil
 	}
-	var out struct{ Data []Post }
+	var out []Post
 	if err := w.do(ctx, "POST", "/items/posts?fields=id", maps, &out); err != nil {
 		return nil, err
 	}
-	ids := make([]int64, len(out.Data))
-	for i, p := range out.Data {
+	ids := make([]int64, len(out))
+	for i, p := range out {
 		ids[i] = p.ID
 	}
 	return ids, nil
@@ -196,7 +160,7 @@ func (w RESTWriter) Delete(ctx context.Context, ids []int64) error {
 
 // Rows reads every row.
 func (w RESTWriter) Rows(ctx context.Context) ([]Post, error) {
-	var out struct{ Data []Post }
+	var out []Post
 	err := w.do(ctx, "GET", "/items/posts?limit=-1&fields=id,title,status,views&sort=id", nil, &out)
-	return out.Data, err
+	return out, err
 }

@@ -1,18 +1,17 @@
 package conformance
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/internal/rest"
 )
 
 // Post is a row of the seeded "posts" collection (integer primary key).
@@ -36,22 +35,20 @@ func tagKey(t Tag) string  { return t.ID }
 // static token. Writes go through it so that events come from the server
 // exactly as they would for any other client.
 type REST struct {
-	base  string
-	token string
-	tr    *http.Transport
-	hc    *http.Client
+	c  rest.Client
+	tr *http.Transport
 }
 
 func newREST(base, token string) *REST {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	return &REST{base: base, token: token, tr: tr, hc: &http.Client{Transport: tr, Timeout: 60 * time.Second}}
+	return &REST{c: rest.Client{Base: base, Token: token, HTTP: &http.Client{Transport: tr, Timeout: 60 * time.Second}}, tr: tr}
 }
 
 // As returns a client of the same server authenticated by token ("" for
 // the Public role). It shares the connection pool.
 func (r *REST) As(token string) *REST {
 	c := *r
-	c.token = token
+	c.c.Token = token
 	return &c
 }
 
@@ -59,74 +56,12 @@ func (r *REST) As(token string) *REST {
 func (r *REST) Close() { r.tr.CloseIdleConnections() }
 
 // RESTError is an error answer of the REST API.
-type RESTError struct {
-	Status  int
-	Code    string
-	Message string
-}
-
-func (e *RESTError) Error() string {
-	return fmt.Sprintf("REST %d %s: %s", e.Status, e.Code, e.Message)
-}
+type RESTError = rest.Error
 
 // do sends one request; out, when not nil, receives the "data" of the
 // answer.
 func (r *REST) do(ctx context.Context, method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, r.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if r.token != "" {
-		req.Header.Set("Authorization", "Bearer "+r.token)
-	}
-	resp, err := r.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		e := &RESTError{Status: resp.StatusCode}
-		var env struct {
-			Errors []struct {
-				Message    string `json:"message"`
-				Extensions struct {
-					Code string `json:"code"`
-				} `json:"extensions"`
-			} `json:"errors"`
-		}
-		if json.Unmarshal(b, &env) == nil && len(env.Errors) > 0 {
-			e.Code, e.Message = env.Errors[0].Extensions.Code, env.Errors[0].Message
-		}
-		return e
-	}
-	if out == nil {
-		return nil
-	}
-	if len(b) == 0 {
-		return fmt.Errorf("%s %s: %d with an empty body", method, path, resp.StatusCode)
-	}
-	var env struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(b, &env); err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	return json.Unmarshal(env.Data, out)
+	return r.c.Do(ctx, method, path, body, out)
 }
 
 // List reads every row of a collection (limit=-1), sorted by key.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/rest"
 	"github.com/e41af43e/directus-realtime/internal/testutil"
 )
 
@@ -189,22 +190,15 @@ func (e *errorSink) waitFor(t *testing.T, match func(error) bool) error {
 
 func login(t *testing.T, s *directustest.Server, email, password string) (access, refresh string) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"email": email, "password": password})
-	resp, err := http.Post(s.URL()+"/auth/login", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var out struct {
-		Data struct {
-			AccessToken  string `json:"access_token"`
-			RefreshToken string `json:"refresh_token"`
-		} `json:"data"`
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
-		t.Fatalf("login: %d %v", resp.StatusCode, err)
+	c := rest.Client{Base: s.URL()}
+	if err := c.Do(ctxT(t), http.MethodPost, "/auth/login", map[string]string{"email": email, "password": password}, &out); err != nil {
+		t.Fatalf("login: %v", err)
 	}
-	return out.Data.AccessToken, out.Data.RefreshToken
+	return out.AccessToken, out.RefreshToken
 }
 
 func TestAuthFormsSucceed(t *testing.T) {

@@ -1,7 +1,6 @@
 package soak_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/internal/faultproxy"
+	"github.com/e41af43e/directus-realtime/internal/rest"
 	"github.com/e41af43e/directus-realtime/manager"
 	"github.com/e41af43e/directus-realtime/store"
 )
@@ -290,21 +290,17 @@ func randTagName(r *rand.Rand, n int) string {
 
 // login gets a refresh token over REST for manager B.
 func (h *harness) login() string {
-	body, _ := json.Marshal(map[string]string{"email": directustest.AdminEmail, "password": directustest.AdminPassword})
-	resp, err := http.Post(h.srv.URL()+"/auth/login", "application/json", bytes.NewReader(body))
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	ctx, cancel := h.ctx()
+	defer cancel()
 	var out struct {
-		Data struct {
-			RefreshToken string `json:"refresh_token"`
-		} `json:"data"`
+		RefreshToken string `json:"refresh_token"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Data.RefreshToken == "" {
-		h.t.Fatalf("login: %d %v", resp.StatusCode, err)
+	c := rest.Client{Base: h.srv.URL()}
+	if err := c.Do(ctx, http.MethodPost, "/auth/login",
+		map[string]string{"email": directustest.AdminEmail, "password": directustest.AdminPassword}, &out); err != nil || out.RefreshToken == "" {
+		h.t.Fatalf("login: %v", err)
 	}
-	return out.Data.RefreshToken
+	return out.RefreshToken
 }
 
 func (h *harness) newManager(url string, auth conn.Auth, obs *observer) *manager.Manager {
