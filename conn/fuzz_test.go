@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/internal/transcript"
 )
 
@@ -279,7 +280,7 @@ func FuzzUIDUnmarshal(f *testing.F) {
 		var viaJSON conn.UID
 		errJSON := json.Unmarshal(b, &viaJSON)
 		trimmed := bytes.TrimSpace(b)
-		kind := jsonKind(b)
+		kind := testutil.JSONKind(b)
 		switch kind {
 		case "string":
 			var s string
@@ -349,25 +350,4 @@ func roundTripUID(t *testing.T, u conn.UID) conn.UID {
 		t.Fatalf("decoding %s: %v", enc, err)
 	}
 	return back.UID
-}
-
-// jsonKind classifies b as one JSON value: string, number, null, bool,
-// object, array, or invalid.
-func jsonKind(b []byte) string {
-	if !json.Valid(b) {
-		return "invalid"
-	}
-	switch c := firstByte(b); {
-	case c == '"':
-		return "string"
-	case c == '-' || (c >= '0' && c <= '9'):
-		return "number"
-	case c == 'n':
-		return "null"
-	case c == 't' || c == 'f':
-		return "bool"
-	case c == '{':
-		return "object"
-	}
-	return "array"
 }

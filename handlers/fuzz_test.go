@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/internal/transcript"
 )
 
@@ -83,7 +84,7 @@ func checkKey(t *testing.T, raw []byte) handlers.Key {
 	t.Helper()
 	k, err := handlers.NormalizeKey(raw)
 	trimmed := bytes.TrimSpace(raw)
-	kind := jsonKind(trimmed)
+	kind := testutil.JSONKind(trimmed)
 	if err != nil {
 		if kind == "string" || kind == "number" {
 			t.Fatalf("NormalizeKey(%q) rejected a JSON %s: %v", raw, kind, err)
@@ -185,7 +186,7 @@ func FuzzKeys(f *testing.F) {
 // strings and numbers, or one bare string or number. ok is false for
 // anything else.
 func keyList(data []byte) (elems []json.RawMessage, ok bool) {
-	switch jsonKind(data) {
+	switch testutil.JSONKind(data) {
 	case "string", "number":
 		return []json.RawMessage{data}, true
 	case "array":
@@ -193,7 +194,7 @@ func keyList(data []byte) (elems []json.RawMessage, ok bool) {
 			return nil, false
 		}
 		for _, e := range elems {
-			if k := jsonKind(e); k != "string" && k != "number" {
+			if k := testutil.JSONKind(e); k != "string" && k != "number" {
 				return nil, false
 			}
 		}
@@ -245,7 +246,7 @@ func FuzzItems(f *testing.F) {
 		_ = ev.Kind.String()
 		trimmed := bytes.TrimSpace(data)
 		want := -1 // number of items a successful decoding must give
-		switch jsonKind(trimmed) {
+		switch testutil.JSONKind(trimmed) {
 		case "empty":
 			want = 0
 		case "object":
@@ -310,29 +311,4 @@ func checkShapeError(t *testing.T, ev handlers.Event, err error) {
 	if msg := err.Error(); !strings.HasPrefix(msg, "directus: ") {
 		t.Fatalf("unhelpful error %q", msg)
 	}
-}
-
-// jsonKind classifies b as one JSON value: string, number, null, bool,
-// object, array, empty (only whitespace) or invalid.
-func jsonKind(b []byte) string {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 {
-		return "empty"
-	}
-	if !json.Valid(b) {
-		return "invalid"
-	}
-	switch c := b[0]; {
-	case c == '"':
-		return "string"
-	case c == '-' || (c >= '0' && c <= '9'):
-		return "number"
-	case c == 'n':
-		return "null"
-	case c == 't' || c == 'f':
-		return "bool"
-	case c == '{':
-		return "object"
-	}
-	return "array"
 }
