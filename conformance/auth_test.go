@@ -8,6 +8,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // needLogin skips t when the admin's email and password are unknown.
@@ -131,11 +132,11 @@ func scenarioAuthFailures(t *testing.T, tg Target) {
 		cctx, cancel := within(ctx, eventTimeout)
 		defer cancel()
 		err := c.Connect(cctx)
-		if !errors.Is(err, conn.ErrAuthFailed) {
+		if !errors.Is(err, protocol.ErrAuthFailed) {
 			t.Fatalf("Connect: %v, want AUTH_FAILED", err)
 		}
-		var se *conn.ServerError
-		if !errors.As(err, &se) || se.Type != conn.TypeAuth || se.Message != "Authentication handshake failed." || se.UID != "" {
+		var se *protocol.ServerError
+		if !errors.As(err, &se) || se.Type != protocol.TypeAuth || se.Message != "Authentication handshake failed." || se.UID != "" {
 			t.Fatalf("Connect: %#v, want the generic handshake failure without uid", se)
 		}
 		if s := c.State(); s != conn.StateClosed {

@@ -10,6 +10,7 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // R1, R5, R6, R8, R9, P4: events of REST writes, batches included, and
@@ -25,7 +26,7 @@ func scenarioEvents(t *testing.T, tg Target) {
 	c := connect(ctx, t, srv, conn.Auth{Token: tg.Creds().AdminToken}, clientOpts{})
 
 	raw := newRecorder()
-	_, err := c.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Query: &conn.Query{Limit: -1}, UID: "raw"}, raw)
+	_, err := c.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Limit: -1}, UID: "raw"}, raw)
 	must(t, err)
 	raw.expect(ctx, t, handlers.KindInit)
 	// The replica's query equals raw's: they share one server
@@ -196,7 +197,7 @@ func scenarioSingleItem(t *testing.T, tg Target) {
 	mark = c.wire.Len()
 	must(t, rest.DeletePost(ctx, p.ID))
 	must(t, item.WaitFor(wctx, func() bool { return item.Len() == 0 }))
-	i, err := c.wire.Wait(wctx, mark, func(f WireFrame) bool { return !f.Out && f.UID == itemUID && f.Event == conn.EventDelete })
+	i, err := c.wire.Wait(wctx, mark, func(f WireFrame) bool { return !f.Out && f.UID == itemUID && f.Event == protocol.EventDelete })
 	must(t, err)
 	var frame struct{ Data json.RawMessage }
 	must(t, json.Unmarshal(c.wire.Frames(i)[0].Data, &frame))
@@ -291,7 +292,7 @@ func scenarioFilterExit(t *testing.T, tg Target) {
 	mark = c.wire.Len()
 	must(t, rest.DeletePost(ctx, d.ID))
 	if _, err := c.wire.Wait(wctx, mark, func(f WireFrame) bool {
-		return !f.Out && f.UID == pubUID && f.Event == conn.EventDelete
+		return !f.Out && f.UID == pubUID && f.Event == protocol.EventDelete
 	}); err != nil {
 		t.Fatalf("the filtered subscription got no delete for a row it never held: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // X1-X5 with the short profile (ACCESS_TOKEN_TTL 15s, auth timeout 5 s).
@@ -51,14 +52,14 @@ func scenarioTokenExpiry(t *testing.T, tg Target) {
 		t.Run("email and password", func(t *testing.T) {
 			c := connect(ctx, t, srv, conn.Auth{Email: creds.AdminEmail, Password: creds.AdminPassword}, clientOpts{})
 			posts := newPosts(t)
-			sub := subscribe(ctx, t, posts, c, manager.SubscribeOptions{Collection: "posts", Query: &conn.Query{Limit: -1, Filter: map[string]any{"title": map[string]any{"_starts_with": "pw "}}}})
+			sub := subscribe(ctx, t, posts, c, manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Limit: -1, Filter: map[string]any{"title": map[string]any{"_starts_with": "pw "}}}})
 			session := c.Conn().Session()
 
 			wctx, cancel := within(ctx, expiryWait)
 			defer cancel()
 			var expiredAt, reauthAt time.Time
 			err := c.waitFor(wctx, func(errs []error, _ []conn.ConnectReason) bool {
-				if slices.ContainsFunc(errs, func(e error) bool { return errors.Is(e, conn.ErrTokenExpired) }) {
+				if slices.ContainsFunc(errs, func(e error) bool { return errors.Is(e, protocol.ErrTokenExpired) }) {
 					expiredAt = time.Now()
 					return true
 				}
@@ -99,7 +100,7 @@ func scenarioTokenExpiry(t *testing.T, tg Target) {
 				t.Fatalf("the subscription was resynced %d times, want exactly 1", n)
 			}
 			for _, e := range c.Errors() {
-				if errors.Is(e, conn.ErrAuthTimeout) || errors.Is(e, conn.ErrAuthFailed) {
+				if errors.Is(e, protocol.ErrAuthTimeout) || errors.Is(e, protocol.ErrAuthFailed) {
 					t.Fatalf("error after TOKEN_EXPIRED: %v", e)
 				}
 			}
@@ -125,7 +126,7 @@ func scenarioTokenExpiry(t *testing.T, tg Target) {
 			}
 			c := connect(ctx, t, srv, conn.Auth{TokenSource: src}, clientOpts{})
 			posts := newPosts(t)
-			sub := subscribe(ctx, t, posts, c, manager.SubscribeOptions{Collection: "posts", Query: &conn.Query{Limit: -1, Filter: map[string]any{"title": map[string]any{"_starts_with": "ts "}}}})
+			sub := subscribe(ctx, t, posts, c, manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Limit: -1, Filter: map[string]any{"title": map[string]any{"_starts_with": "ts "}}}})
 			session := c.Conn().Session()
 			<-called
 			mu.Lock()
@@ -160,7 +161,7 @@ func scenarioTokenExpiry(t *testing.T, tg Target) {
 			must(t, posts.WaitFor(wctx, func() bool { _, ok := posts.Get(p.ID); return ok }))
 
 			for _, e := range c.Errors() {
-				if errors.Is(e, conn.ErrTokenExpired) {
+				if errors.Is(e, protocol.ErrTokenExpired) {
 					t.Fatalf("TOKEN_EXPIRED although the token source refreshed before exp")
 				}
 			}
@@ -222,7 +223,7 @@ func scenarioHeartbeat(t *testing.T, tg Target) {
 	var at []time.Time
 	for i := range pings {
 		wctx, cancel := within(ctx, 2*period+eventTimeout)
-		idx, err := c.wire.Wait(wctx, from, func(f WireFrame) bool { return !f.Out && f.Type == conn.TypePing })
+		idx, err := c.wire.Wait(wctx, from, func(f WireFrame) bool { return !f.Out && f.Type == protocol.TypePing })
 		cancel()
 		if err != nil {
 			t.Fatalf("server ping %d did not come: %v (session: %v)", i+1, err, session.Err())
@@ -237,7 +238,7 @@ func scenarioHeartbeat(t *testing.T, tg Target) {
 		if !f.Out || f.At.Before(at[0]) || f.At.After(at[len(at)-1]) {
 			continue
 		}
-		if f.Type != conn.TypePong {
+		if f.Type != protocol.TypePong {
 			t.Fatalf("the client sent %s while idle", f.Data)
 		}
 		pongs++

@@ -16,7 +16,9 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -209,14 +211,14 @@ func (r *recorder) pending() int { return len(r.ch) }
 
 // newPosts returns a replica of posts, closed when the test ends.
 func newPosts(t testing.TB) *store.Collection[int64, Post] {
-	c := store.New(store.Options[int64, Post]{Key: postKey, Logger: logger(t)})
+	c := testutil.Must(store.New(store.Options[int64, Post]{Key: postKey, Logger: logger(t)}))
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
 
 // newTags returns a replica of tags, closed when the test ends.
 func newTags(t testing.TB) *store.Collection[string, Tag] {
-	c := store.New(store.Options[string, Tag]{Key: tagKey, Logger: logger(t)})
+	c := testutil.Must(store.New(store.Options[string, Tag]{Key: tagKey, Logger: logger(t)}))
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -319,7 +321,7 @@ func (c *client) wireUID(t testing.TB, match func(WireFrame) bool) string {
 	t.Helper()
 	frames := c.wire.Frames(0)
 	for i := len(frames) - 1; i >= 0; i-- {
-		if f := frames[i]; f.Out && f.Type == conn.TypeSubscribe && match(f) {
+		if f := frames[i]; f.Out && f.Type == protocol.TypeSubscribe && match(f) {
 			return f.UID
 		}
 	}
@@ -340,12 +342,12 @@ func (c *client) checkWire(t testing.TB) (subscribes, unsubscribes int) {
 			continue
 		}
 		switch f.Type {
-		case conn.TypeUnsubscribe:
+		case protocol.TypeUnsubscribe:
 			unsubscribes++
 			if !f.HasUID || f.UID == "" {
 				t.Errorf("the manager sent an unsubscribe without uid: %s", f.Data)
 			}
-		case conn.TypeSubscribe:
+		case protocol.TypeSubscribe:
 			subscribes++
 			if !f.HasUID || f.UID == "" {
 				t.Errorf("the manager sent a subscribe without uid: %s", f.Data)
@@ -373,4 +375,4 @@ func allActive(t testing.TB, c *client) {
 }
 
 // isForbidden reports a FORBIDDEN server error.
-func isForbidden(err error) bool { return errors.Is(err, conn.ErrForbidden) }
+func isForbidden(err error) bool { return errors.Is(err, protocol.ErrForbidden) }

@@ -10,6 +10,7 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // T1-T3, T5: strict mode takes the token at the HTTP upgrade; without one,
@@ -25,7 +26,7 @@ func scenarioStrictMode(t *testing.T, tg Target) {
 		c := connect(ctx, t, srv, conn.Auth{Mode: conn.AuthStrict, Token: tg.Creds().AdminToken}, clientOpts{})
 		actsAsAdmin(ctx, t, c, seeded)
 		for _, f := range c.wire.Frames(0) {
-			if f.Out && f.Type == conn.TypeAuth {
+			if f.Out && f.Type == protocol.TypeAuth {
 				t.Fatalf("an auth frame was sent in strict mode: the token belongs in the upgrade URL")
 			}
 		}
@@ -69,9 +70,9 @@ func scenarioStrictMode(t *testing.T, tg Target) {
 	t.Run("no token", func(t *testing.T) {
 		// The library refuses strict mode without a token before dialing…
 		_, err := manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Mode: conn.AuthStrict}}, nil)
-		var ce *conn.ConfigError
+		var ce *protocol.ConfigError
 		if !errors.As(err, &ce) {
-			t.Fatalf("manager.New in strict mode without a token: %v, want a *conn.ConfigError", err)
+			t.Fatalf("manager.New in strict mode without a token: %v, want a *protocol.ConfigError", err)
 		}
 		// … and a client that does not put the token in the URL (handshake
 		// mode) gets the server's 401.
@@ -93,14 +94,14 @@ func scenarioPublicMode(t *testing.T, tg Target) {
 
 	anon := connect(ctx, t, srv, conn.Auth{Mode: conn.AuthPublic}, clientOpts{})
 	for _, f := range anon.wire.Frames(0) {
-		if f.Out && f.Type == conn.TypeAuth {
+		if f.Out && f.Type == protocol.TypeAuth {
 			t.Fatal("an unauthenticated public client sent an auth frame")
 		}
 	}
 
 	// Q1: FORBIDDEN, returned by Subscribe, which leaves nothing behind.
 	_, err := anon.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", UID: "all"}, newRecorder())
-	var se *conn.ServerError
+	var se *protocol.ServerError
 	if !isForbidden(err) || !errors.As(err, &se) || se.UID != "all" {
 		t.Fatalf("Subscribe to posts as Public: %v, want FORBIDDEN for uid all", err)
 	}
@@ -111,7 +112,7 @@ func scenarioPublicMode(t *testing.T, tg Target) {
 	// Q2: an event-only subscription skips the permission check; each
 	// event then arrives as a FORBIDDEN error for that subscription.
 	creates := newRecorder()
-	sub, err := anon.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: conn.EventCreate, UID: "creates"}, creates)
+	sub, err := anon.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: protocol.EventCreate, UID: "creates"}, creates)
 	must(t, err)
 	if ev := creates.expect(ctx, t, handlers.KindInit); ev.Data != nil {
 		t.Fatalf("event-only init carries data %s", ev.Data)
@@ -130,11 +131,11 @@ func scenarioPublicMode(t *testing.T, tg Target) {
 	// role gets them, unless the query asks for meta, which Directus then
 	// fails to compute: FORBIDDEN instead of the delete.
 	deletes, deletesMeta := newRecorder(), newRecorder()
-	_, err = anon.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: conn.EventDelete, UID: "deletes"}, deletes)
+	_, err = anon.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: protocol.EventDelete, UID: "deletes"}, deletes)
 	must(t, err)
 	deletes.expect(ctx, t, handlers.KindInit)
-	_, err = anon.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: conn.EventDelete, UID: "deletes-meta",
-		Query: &conn.Query{Meta: "total_count"}}, deletesMeta)
+	_, err = anon.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: protocol.EventDelete, UID: "deletes-meta",
+		Query: &protocol.Query{Meta: "total_count"}}, deletesMeta)
 	must(t, err)
 	deletesMeta.expect(ctx, t, handlers.KindInit)
 	must(t, rest.DeletePost(ctx, seeded.ID))
@@ -159,7 +160,7 @@ func scenarioPublicMode(t *testing.T, tg Target) {
 		c := newClient(t, srv, conn.Auth{Mode: conn.AuthPublic, Token: "not-a-valid-token"}, clientOpts{})
 		cctx, cancel := within(ctx, eventTimeout)
 		defer cancel()
-		if err := c.Connect(cctx); !errors.Is(err, conn.ErrAuthFailed) {
+		if err := c.Connect(cctx); !errors.Is(err, protocol.ErrAuthFailed) {
 			t.Fatalf("Connect: %v, want AUTH_FAILED", err)
 		}
 	})
@@ -168,7 +169,7 @@ func scenarioPublicMode(t *testing.T, tg Target) {
 	// event-only subscription made as Public starts delivering. Directus
 	// handles frames concurrently, so the first writes after the auth frame
 	// may still meet the Public role.
-	must(t, anon.SendMessage(ctx, conn.AuthMessage{AccessToken: tg.Creds().AdminToken, UID: "upgrade"}))
+	must(t, anon.SendMessage(ctx, protocol.AuthMessage{AccessToken: tg.Creds().AdminToken, UID: "upgrade"}))
 	for i := 0; ; i++ {
 		p, err := rest.CreatePost(ctx, Post{Title: fmt.Sprintf("after auth %d", i), Status: "published"})
 		must(t, err)
@@ -206,7 +207,7 @@ func scenarioPermissions(t *testing.T, tg Target) {
 	}
 	// P2: event-only is accepted, then FORBIDDEN per event.
 	rec := newRecorder()
-	_, err := c.Subscribe(ctx, manager.SubscribeOptions{Collection: "tags", Event: conn.EventCreate, UID: "tag-creates"}, rec)
+	_, err := c.Subscribe(ctx, manager.SubscribeOptions{Collection: "tags", Event: protocol.EventCreate, UID: "tag-creates"}, rec)
 	must(t, err)
 	rec.expect(ctx, t, handlers.KindInit)
 	_, err = srv.REST().CreateTag(ctx, "by the admin")
@@ -215,7 +216,7 @@ func scenarioPermissions(t *testing.T, tg Target) {
 		t.Fatalf("per-event error %v for %q, want FORBIDDEN for tag-creates", ev.Err, ev.UID)
 	}
 	// P3: no create permission over WebSocket items either.
-	_, err = c.Items(ctx, conn.ItemsMessage{Collection: "posts", Action: conn.ActionCreate, Data: Post{Title: "by the reader"}})
+	_, err = c.Items(ctx, protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionCreate, Data: Post{Title: "by the reader"}})
 	if !isForbidden(err) {
 		t.Fatalf("items create as the reader: %v, want FORBIDDEN", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/internal/faultproxy"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // soakDuration is how long the soak writes against a real server:
@@ -73,7 +74,7 @@ func scenarioSoak(t *testing.T, tg Target) {
 	rp := newReplicas(ctx, t, proxied)
 	rd := newReplicas(ctx, t, direct)
 	var creates atomic.Int64
-	onlyCreates, err := proxied.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: conn.EventCreate, UID: "creates", Persistent: true},
+	onlyCreates, err := proxied.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: protocol.EventCreate, UID: "creates", Persistent: true},
 		handlers.Funcs{OnCreate: func(handlers.Event) error { creates.Add(1); return nil }})
 	must(t, err)
 

@@ -8,9 +8,10 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
-var published = &conn.Query{Limit: -1, Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}
+var published = &protocol.Query{Limit: -1, Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}
 
 // S1-S5, U1-U3: subscribe, dedupe, sharing, unsubscribe and scopes through
 // the manager. Directus silently replaces a subscription whose uid is
@@ -25,7 +26,7 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 	rest := srv.REST()
 	c := connect(ctx, t, srv, conn.Auth{Token: tg.Creds().AdminToken}, clientOpts{})
 
-	all := &conn.Query{Limit: -1}
+	all := &protocol.Query{Limit: -1}
 	ra := newRecorder()
 	a, err := c.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Query: all, UID: "a"}, ra)
 	must(t, err)
@@ -40,7 +41,7 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 		t.Fatalf("second Subscribe with uid a: %v (same subscription: %v), want ErrDuplicate and the first", err, dup == a)
 	}
 	for _, f := range c.wire.Frames(mark) {
-		if f.Out && f.Type == conn.TypeSubscribe {
+		if f.Out && f.Type == protocol.TypeSubscribe {
 			t.Fatalf("a duplicate uid sent %s", f.Data)
 		}
 	}
@@ -89,7 +90,7 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 	wctx, cancel := within(ctx, eventTimeout)
 	defer cancel()
 	if _, err := c.wire.Wait(wctx, mark, func(f WireFrame) bool {
-		return !f.Out && f.Type == conn.TypeSubscription && f.Event == conn.EventUnsubscribe && f.UID == bUID
+		return !f.Out && f.Type == protocol.TypeSubscription && f.Event == protocol.EventUnsubscribe && f.UID == bUID
 	}); err != nil {
 		t.Fatalf("no unsubscribe acknowledgement for %s: %v", bUID, err)
 	}
@@ -97,7 +98,7 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 	must(t, err)
 	rc.expect(ctx, t, handlers.KindCreate)
 	for _, f := range c.wire.Frames(mark) {
-		if !f.Out && f.UID == bUID && f.Event == conn.EventCreate {
+		if !f.Out && f.UID == bUID && f.Event == protocol.EventCreate {
 			t.Fatalf("the server still delivers to %s after its unsubscribe: %s", bUID, f.Data)
 		}
 	}
@@ -109,7 +110,7 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 	sc := c.NewScope(ctx)
 	for _, opts := range []manager.SubscribeOptions{
 		{Collection: "tags"},
-		{Collection: "posts", Event: conn.EventDelete},
+		{Collection: "posts", Event: protocol.EventDelete},
 	} {
 		r := newRecorder()
 		_, err := sc.Subscribe(ctx, opts, r)
@@ -118,7 +119,7 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 	}
 	// A persistent subscription survives UnsubscribeAll; c does not.
 	rp := newRecorder()
-	_, err = c.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: conn.EventUpdate, UID: "persistent", Persistent: true}, rp)
+	_, err = c.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Event: protocol.EventUpdate, UID: "persistent", Persistent: true}, rp)
 	must(t, err)
 	rp.expect(ctx, t, handlers.KindInit)
 	if n := sc.Close(); n != 2 {
@@ -136,7 +137,7 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 	}
 
 	// SendMessage refuses what would corrupt the registry.
-	if err := c.SendMessage(ctx, conn.UnsubscribeMessage{All: true}); !errors.Is(err, manager.ErrRefused) {
+	if err := c.SendMessage(ctx, protocol.UnsubscribeMessage{All: true}); !errors.Is(err, manager.ErrRefused) {
 		t.Fatalf("SendMessage(unsubscribe all): %v, want ErrRefused", err)
 	}
 

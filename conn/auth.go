@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // AuthMode is the server's WEBSOCKETS_REST_AUTH setting, which decides when
@@ -75,17 +77,17 @@ func (a Auth) validate() error {
 	case AuthPublic:
 	case AuthHandshake:
 		if !a.hasCredentials() {
-			return &ConfigError{Field: "Auth", Reason: "handshake mode needs a credential"}
+			return &protocol.ConfigError{Field: "Auth", Reason: "handshake mode needs a credential"}
 		}
 	case AuthStrict:
 		if a.Token == "" && a.TokenSource == nil {
-			return &ConfigError{Field: "Auth", Reason: "strict mode needs Token or TokenSource (the token goes in the upgrade URL)"}
+			return &protocol.ConfigError{Field: "Auth", Reason: "strict mode needs Token or TokenSource (the token goes in the upgrade URL)"}
 		}
 	default:
-		return &ConfigError{Field: "Auth.Mode", Reason: "must be public, handshake or strict"}
+		return &protocol.ConfigError{Field: "Auth.Mode", Reason: "must be public, handshake or strict"}
 	}
 	if (a.Email == "") != (a.Password == "") {
-		return &ConfigError{Field: "Auth", Reason: "Email and Password go together"}
+		return &protocol.ConfigError{Field: "Auth", Reason: "Email and Password go together"}
 	}
 	return nil
 }
@@ -140,25 +142,25 @@ func newCredentials(a Auth) *credentials {
 
 // next returns the auth frame for the next authentication. ok is false when
 // there is nothing to authenticate with.
-func (c *credentials) next(ctx context.Context) (msg AuthMessage, jwtExp time.Time, ok bool, err error) {
+func (c *credentials) next(ctx context.Context) (msg protocol.AuthMessage, jwtExp time.Time, ok bool, err error) {
 	if c.auth.TokenSource != nil {
 		tok, err := c.auth.TokenSource(ctx)
 		if err != nil {
 			return msg, jwtExp, false, err
 		}
-		return AuthMessage{AccessToken: tok}, jwtExpiry(tok), true, nil
+		return protocol.AuthMessage{AccessToken: tok}, jwtExpiry(tok), true, nil
 	}
 	if c.auth.Token != "" {
-		return AuthMessage{AccessToken: c.auth.Token}, jwtExpiry(c.auth.Token), true, nil
+		return protocol.AuthMessage{AccessToken: c.auth.Token}, jwtExpiry(c.auth.Token), true, nil
 	}
 	c.mu.Lock()
 	rt, skip := c.refreshToken, c.skipRefresh
 	c.mu.Unlock()
 	if rt != "" && !(skip && c.auth.Email != "") {
-		return AuthMessage{RefreshToken: rt}, time.Time{}, true, nil
+		return protocol.AuthMessage{RefreshToken: rt}, time.Time{}, true, nil
 	}
 	if c.auth.Email != "" {
-		return AuthMessage{Email: c.auth.Email, Password: c.auth.Password}, time.Time{}, true, nil
+		return protocol.AuthMessage{Email: c.auth.Email, Password: c.auth.Password}, time.Time{}, true, nil
 	}
 	return msg, jwtExp, false, nil
 }
@@ -174,7 +176,7 @@ func (c *credentials) upgradeToken(ctx context.Context) (string, time.Time, erro
 
 // accepted records the outcome of an auth frame. It returns the new refresh
 // token, if the server rotated it.
-func (c *credentials) accepted(sent AuthMessage, reply *Message) (rotated string) {
+func (c *credentials) accepted(sent protocol.AuthMessage, reply *protocol.Message) (rotated string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if sent.RefreshToken != "" || sent.Email != "" {
@@ -188,7 +190,7 @@ func (c *credentials) accepted(sent AuthMessage, reply *Message) (rotated string
 }
 
 // rejected records that the server refused the credential sent.
-func (c *credentials) rejected(sent AuthMessage) {
+func (c *credentials) rejected(sent protocol.AuthMessage) {
 	if sent.RefreshToken == "" {
 		return
 	}

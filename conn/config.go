@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // Defaults applied to zero fields of Config.
@@ -102,7 +104,7 @@ type Config struct {
 	// order the server sent them. It is called synchronously from the read
 	// loop and must not block; the manager package is built on it. Frames of
 	// a new session are held back until OnConnect has returned.
-	OnSubscription func(*Message)
+	OnSubscription func(*protocol.Message)
 
 	// OnConnect runs after every successful connect, reconnect and re-auth
 	// after TOKEN_EXPIRED, before any frame of the session is passed to
@@ -159,7 +161,7 @@ func setDuration(d *time.Duration, def time.Duration) {
 // validate checks the config and returns the WebSocket URL without credentials.
 func (c *Config) validate() (*url.URL, error) {
 	if c.URL == "" {
-		return nil, &ConfigError{Field: "URL", Reason: "required"}
+		return nil, &protocol.ConfigError{Field: "URL", Reason: "required"}
 	}
 	u, err := websocketURL(c.URL)
 	if err != nil {
@@ -175,7 +177,7 @@ func (c *Config) validate() (*url.URL, error) {
 func websocketURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return nil, &ConfigError{Field: "URL", Reason: "not a URL"}
+		return nil, &protocol.ConfigError{Field: "URL", Reason: "not a URL"}
 	}
 	switch u.Scheme {
 	case "ws", "wss":
@@ -188,16 +190,16 @@ func websocketURL(raw string) (*url.URL, error) {
 		u.Path = strings.TrimRight(u.Path, "/") + "/websocket"
 		u.RawPath = ""
 	default:
-		return nil, &ConfigError{Field: "URL", Reason: "scheme must be http, https, ws or wss"}
+		return nil, &protocol.ConfigError{Field: "URL", Reason: "scheme must be http, https, ws or wss"}
 	}
 	if u.Host == "" {
-		return nil, &ConfigError{Field: "URL", Reason: "no host"}
+		return nil, &protocol.ConfigError{Field: "URL", Reason: "no host"}
 	}
 	if u.User != nil {
-		return nil, &ConfigError{Field: "URL", Reason: "user info is not supported; use Auth"}
+		return nil, &protocol.ConfigError{Field: "URL", Reason: "user info is not supported; use Auth"}
 	}
 	if u.Query().Has("access_token") {
-		return nil, &ConfigError{Field: "URL", Reason: "put the access token in Auth, not in the URL"}
+		return nil, &protocol.ConfigError{Field: "URL", Reason: "put the access token in Auth, not in the URL"}
 	}
 	return u, nil
 }

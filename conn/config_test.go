@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 func TestWebsocketURL(t *testing.T) {
@@ -25,7 +27,7 @@ func TestWebsocketURL(t *testing.T) {
 	}
 	for _, bad := range []string{"", "ftp://x", "http://", "http://u:p@x", "ws://x/websocket?access_token=t", "::"} {
 		cfg := Config{URL: bad}
-		if _, err := cfg.validate(); !errors.As(err, new(*ConfigError)) {
+		if _, err := cfg.validate(); !errors.As(err, new(*protocol.ConfigError)) {
 			t.Errorf("%q: err = %v, want *ConfigError", bad, err)
 		}
 	}
@@ -148,6 +150,19 @@ func TestDialErrorRedactsToken(t *testing.T) {
 	for _, e := range de.Unwrap() {
 		if strings.Contains(e.Error(), "s3cret") {
 			t.Fatalf("token in cause %q", e.Error())
+		}
+	}
+}
+
+func TestCredentialsNeverPrinted(t *testing.T) {
+	a := Auth{Token: "s3cret-token", Email: "e@x", Password: "s3cret-pass", RefreshToken: "s3cret-refresh"}
+	cfg := Config{URL: "http://x", Auth: a}
+	for _, s := range []string{
+		a.String(), a.GoString(), a.LogValue().String(),
+		sprintf("%v", a), sprintf("%+v", a), sprintf("%#v", a), sprintf("%v", cfg), sprintf("%+v", cfg),
+	} {
+		if strings.Contains(s, "s3cret") {
+			t.Errorf("credential printed: %s", s)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/e41af43e/directus-realtime/protocol"
 	"golang.org/x/sync/semaphore"
 )
 
@@ -88,7 +89,7 @@ type Conn struct {
 // New checks cfg and returns an idle Conn; Connect starts it.
 func New(cfg *Config) (*Conn, error) {
 	if cfg == nil {
-		return nil, &ConfigError{Field: "Config", Reason: "nil"}
+		return nil, &protocol.ConfigError{Field: "Config", Reason: "nil"}
 	}
 	u, err := cfg.validate()
 	if err != nil {
@@ -240,14 +241,14 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 // items (an array, an object or keys, per PROTOCOL.md §6). A server error is
 // returned as *ServerError; a request without reply in time as ErrTimeout.
 // The UID of msg is replaced by a fresh one.
-func (c *Conn) Items(ctx context.Context, msg ItemsMessage) (*Message, error) {
+func (c *Conn) Items(ctx context.Context, msg protocol.ItemsMessage) (*protocol.Message, error) {
 	ctx, cancel := c.requestContext(ctx)
 	defer cancel()
 	s, err := c.waitSession(ctx)
 	if err != nil {
 		return nil, c.timeoutErr(ctx, err)
 	}
-	return s.request(ctx, TypeItems, func(uid UID) any {
+	return s.request(ctx, protocol.TypeItems, func(uid protocol.UID) any {
 		msg.UID = uid
 		return msg
 	})
@@ -262,7 +263,7 @@ func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
 		return 0, c.timeoutErr(ctx, err)
 	}
 	start := time.Now()
-	_, err = s.request(ctx, TypePong, func(uid UID) any { return PingMessage{UID: uid} })
+	_, err = s.request(ctx, protocol.TypePong, func(uid protocol.UID) any { return protocol.PingMessage{UID: uid} })
 	return time.Since(start), err
 }
 
@@ -302,11 +303,11 @@ func (c *Conn) timeoutErr(ctx context.Context, err error) error {
 	return err
 }
 
-func (c *Conn) nextUID() UID {
-	return UID("dr-" + strconv.FormatUint(c.uidSeq.Add(1), 10))
+func (c *Conn) nextUID() protocol.UID {
+	return protocol.UID("dr-" + strconv.FormatUint(c.uidSeq.Add(1), 10))
 }
 
-func (c *Conn) deliver(m *Message) {
+func (c *Conn) deliver(m *protocol.Message) {
 	if c.cfg.OnSubscription != nil {
 		c.cfg.OnSubscription(m)
 	}

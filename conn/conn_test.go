@@ -20,6 +20,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/internal/rest"
 	"github.com/e41af43e/directus-realtime/internal/testutil"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -107,20 +108,20 @@ func waitState(t *testing.T, ch <-chan conn.StateChange, want conn.State) conn.S
 // frames collects what OnSubscription receives.
 type frames struct {
 	mu   sync.Mutex
-	msgs []*conn.Message
-	ch   chan *conn.Message
+	msgs []*protocol.Message
+	ch   chan *protocol.Message
 }
 
-func newFrames() *frames { return &frames{ch: make(chan *conn.Message, 1024)} }
+func newFrames() *frames { return &frames{ch: make(chan *protocol.Message, 1024)} }
 
-func (f *frames) on(m *conn.Message) {
+func (f *frames) on(m *protocol.Message) {
 	f.mu.Lock()
 	f.msgs = append(f.msgs, m)
 	f.mu.Unlock()
 	f.ch <- m
 }
 
-func (f *frames) next(t *testing.T) *conn.Message {
+func (f *frames) next(t *testing.T) *protocol.Message {
 	t.Helper()
 	select {
 	case m := <-f.ch:
@@ -132,7 +133,7 @@ func (f *frames) next(t *testing.T) *conn.Message {
 }
 
 // nextEvent skips frames until one with the given event arrives.
-func (f *frames) nextEvent(t *testing.T, event string) *conn.Message {
+func (f *frames) nextEvent(t *testing.T, event string) *protocol.Message {
 	t.Helper()
 	for {
 		if m := f.next(t); m.Event == event {
@@ -141,13 +142,13 @@ func (f *frames) nextEvent(t *testing.T, event string) *conn.Message {
 	}
 }
 
-func subscribe(t *testing.T, c *conn.Conn, f *frames, uid string, q *conn.Query) *conn.Message {
+func subscribe(t *testing.T, c *conn.Conn, f *frames, uid string, q *protocol.Query) *protocol.Message {
 	t.Helper()
-	if err := c.Send(ctxT(t), conn.SubscribeMessage{Collection: "posts", UID: conn.UID(uid), Query: q}); err != nil {
+	if err := c.Send(ctxT(t), protocol.SubscribeMessage{Collection: "posts", UID: protocol.UID(uid), Query: q}); err != nil {
 		t.Fatal(err)
 	}
 	m := f.next(t)
-	if m.Event != conn.EventInit || string(m.UID) != uid {
+	if m.Event != protocol.EventInit || string(m.UID) != uid {
 		t.Fatalf("want init of %s, got %v", uid, m)
 	}
 	return m
@@ -224,7 +225,7 @@ func TestAuthFormsSucceed(t *testing.T) {
 				t.Fatalf("state %v", c.State())
 			}
 			// The identity works: posts is readable by both users.
-			subscribe(t, c, f, "p", &conn.Query{Fields: []string{"id"}})
+			subscribe(t, c, f, "p", &protocol.Query{Fields: []string{"id"}})
 		})
 	}
 }
@@ -244,8 +245,8 @@ func TestAuthFailuresAreTyped(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := connectErr(t, fast(conn.Config{URL: srv.URL(), Auth: auth}))
-			var se *conn.ServerError
-			if !errors.Is(err, conn.ErrAuthFailed) || !errors.As(err, &se) || se.Type != "auth" {
+			var se *protocol.ServerError
+			if !errors.Is(err, protocol.ErrAuthFailed) || !errors.As(err, &se) || se.Type != "auth" {
 				t.Fatalf("err = %v, want an auth AUTH_FAILED *ServerError", err)
 			}
 		})
@@ -296,10 +297,10 @@ func TestPublicMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The Public role cannot read posts.
-	if err := c.Send(ctxT(t), conn.SubscribeMessage{Collection: "posts", UID: "q"}); err != nil {
+	if err := c.Send(ctxT(t), protocol.SubscribeMessage{Collection: "posts", UID: "q"}); err != nil {
 		t.Fatal(err)
 	}
-	if m := f.next(t); !errors.Is(m.Err, conn.ErrForbidden) || m.UID != "q" {
+	if m := f.next(t); !errors.Is(m.Err, protocol.ErrForbidden) || m.UID != "q" {
 		t.Fatalf("public subscribe: %v", m)
 	}
 	// With a token the connection authenticates in-band.
@@ -308,7 +309,7 @@ func TestPublicMode(t *testing.T) {
 	// A bad token in public mode fails Connect even though the server keeps
 	// the socket open as Public.
 	err := connectErr(t, fast(conn.Config{URL: srv.URL(), Auth: conn.Auth{Mode: conn.AuthPublic, Token: "bad"}}))
-	if !errors.Is(err, conn.ErrAuthFailed) {
+	if !errors.Is(err, protocol.ErrAuthFailed) {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -403,36 +404,36 @@ func TestReconnectAfterDropRestartAndRefusal(t *testing.T) {
 			reasons = append(reasons, r)
 			mu.Unlock()
 			// Restore a subscription on the new session.
-			_ = s.Send(s.Context(), conn.SubscribeMessage{Collection: "posts", UID: "live"})
+			_ = s.Send(s.Context(), protocol.SubscribeMessage{Collection: "posts", UID: "live"})
 		}})
 	c = connect(t, cfg)
 	states := c.WatchState(ctxT(t))
-	f.nextEvent(t, conn.EventInit)
+	f.nextEvent(t, protocol.EventInit)
 
 	srv.DropConnections()
 	if sc := waitState(t, states, conn.StateReconnecting); sc.Err == nil {
 		t.Fatal("no cause for the drop")
 	}
 	waitState(t, states, conn.StateConnected)
-	f.nextEvent(t, conn.EventInit)
+	f.nextEvent(t, protocol.EventInit)
 
 	srv.Restart()
 	waitState(t, states, conn.StateReconnecting)
 	waitState(t, states, conn.StateConnected)
-	f.nextEvent(t, conn.EventInit)
+	f.nextEvent(t, protocol.EventInit)
 
 	srv.RefuseConnections(200 * time.Millisecond)
 	srv.DropConnections()
 	waitState(t, states, conn.StateReconnecting)
 	errs.waitFor(t, func(err error) bool { return strings.Contains(err.Error(), "connect attempt") })
 	waitState(t, states, conn.StateConnected)
-	f.nextEvent(t, conn.EventInit)
+	f.nextEvent(t, protocol.EventInit)
 
 	// The restored subscription delivers.
 	if _, err := srv.Create("posts", map[string]any{"title": "after"}); err != nil {
 		t.Fatal(err)
 	}
-	if m := f.nextEvent(t, conn.EventCreate); m.UID != "live" {
+	if m := f.nextEvent(t, protocol.EventCreate); m.UID != "live" {
 		t.Fatalf("event on %q", m.UID)
 	}
 	mu.Lock()
@@ -464,7 +465,7 @@ func TestReconnectNowAndMaxAttempts(t *testing.T) {
 		_ = c.Reconnect(ctx)
 		cancel()
 	}
-	if err := c.Send(ctxT(t), conn.PingMessage{}); !errors.Is(err, conn.ErrClosed) {
+	if err := c.Send(ctxT(t), protocol.PingMessage{}); !errors.Is(err, protocol.ErrClosed) {
 		t.Fatalf("Send after giving up: %v", err)
 	}
 }
@@ -488,7 +489,7 @@ func TestTokenExpiredReauthKeepsConnectionAndSubscriptions(t *testing.T) {
 	first := c.Session().ID()
 
 	srv.ExpireTokens()
-	errs.waitFor(t, func(err error) bool { return errors.Is(err, conn.ErrTokenExpired) })
+	errs.waitFor(t, func(err error) bool { return errors.Is(err, protocol.ErrTokenExpired) })
 	if r := <-hooks; r != conn.ReasonReauthenticated {
 		t.Fatalf("hook reason %v", r)
 	}
@@ -499,7 +500,7 @@ func TestTokenExpiredReauthKeepsConnectionAndSubscriptions(t *testing.T) {
 	if _, err := srv.Create("posts", map[string]any{"title": "after re-auth"}); err != nil {
 		t.Fatal(err)
 	}
-	if m := f.nextEvent(t, conn.EventCreate); m.UID != "kept" {
+	if m := f.nextEvent(t, protocol.EventCreate); m.UID != "kept" {
 		t.Fatalf("event on %q", m.UID)
 	}
 	var tokens [2]string
@@ -548,7 +549,7 @@ func TestProactiveRefreshBeforeJWTExpiry(t *testing.T) {
 	errs.mu.Lock()
 	defer errs.mu.Unlock()
 	for _, err := range errs.errs {
-		if errors.Is(err, conn.ErrTokenExpired) {
+		if errors.Is(err, protocol.ErrTokenExpired) {
 			t.Fatal("TOKEN_EXPIRED reached the client despite the refresh")
 		}
 	}
@@ -572,8 +573,8 @@ func TestRepliesOutOfOrderAndNoReply(t *testing.T) {
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			rep, err := c.Items(ctxT(t), conn.ItemsMessage{Collection: "posts", Action: conn.ActionRead,
-				Query: &conn.Query{Fields: []string{"views"}, Filter: map[string]any{"views": map[string]any{"_eq": i}}}})
+			rep, err := c.Items(ctxT(t), protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionRead,
+				Query: &protocol.Query{Fields: []string{"views"}, Filter: map[string]any{"views": map[string]any{"_eq": i}}}})
 			if err == nil && string(rep.Data) != fmt.Sprintf(`[{"views":%d}]`, i) {
 				err = fmt.Errorf("reply for views=%d: %s", i, rep.Data)
 			}
@@ -598,7 +599,7 @@ func TestRepliesOutOfOrderAndNoReply(t *testing.T) {
 	// the connection usable.
 	srv.Stall(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	_, err := c.Items(ctx, conn.ItemsMessage{Collection: "posts", Action: conn.ActionRead})
+	_, err := c.Items(ctx, protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionRead})
 	cancel()
 	if !errors.Is(err, conn.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
@@ -608,8 +609,8 @@ func TestRepliesOutOfOrderAndNoReply(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Errors of requests are typed.
-	_, err = c.Items(ctxT(t), conn.ItemsMessage{Collection: "directus_users", Action: conn.ActionRead})
-	if !errors.Is(err, conn.ErrInvalidCollection) {
+	_, err = c.Items(ctxT(t), protocol.ItemsMessage{Collection: "directus_users", Action: protocol.ActionRead})
+	if !errors.Is(err, protocol.ErrInvalidCollection) {
 		t.Fatalf("system collection: %v", err)
 	}
 }
@@ -623,14 +624,14 @@ func TestBadFramesAreReportedAndSkipped(t *testing.T) {
 	first := c.Session().ID()
 	for _, frame := range []string{`this is not json`, `[1,2,3]`, `{"uid":"x"}`, `{"type":"subscription"}`, `{"type":"pong","uid":{}}`} {
 		srv.Inject([]byte(frame))
-		var pe *conn.ProtocolError
+		var pe *protocol.ProtocolError
 		errs.waitFor(t, func(err error) bool { return errors.As(err, &pe) })
 	}
 	// Unknown types are ignored silently; server errors without uid are reported.
 	srv.Inject([]byte(`{"type":"collab","event":{"x":1}}`))
 	srv.Inject([]byte(`{"type":"server","status":"error","error":{"code":"REQUESTS_EXCEEDED","message":"Too many messages, retry after 10ms."}}`))
-	got := errs.waitFor(t, func(err error) bool { return errors.Is(err, conn.ErrRequestsExceeded) })
-	var se *conn.ServerError
+	got := errs.waitFor(t, func(err error) bool { return errors.Is(err, protocol.ErrRequestsExceeded) })
+	var se *protocol.ServerError
 	if !errors.As(got, &se) || se.Type != "server" || se.UID != "" {
 		t.Fatalf("server error: %#v", got)
 	}
@@ -669,7 +670,7 @@ func TestInitOf100000RowsInOneFrame(t *testing.T) {
 	}
 	f := newFrames()
 	c := connect(t, fast(conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.AdminToken}, OnSubscription: f.on}))
-	m := subscribe(t, c, f, "all", &conn.Query{Limit: -1})
+	m := subscribe(t, c, f, "all", &protocol.Query{Limit: -1})
 	var items []json.RawMessage
 	if err := json.Unmarshal(m.Data, &items); err != nil || len(items) != 100_000 {
 		t.Fatalf("init: %d rows, %v (frame %d bytes)", len(items), err, len(m.Data))
@@ -683,24 +684,24 @@ func TestHookRunsBeforeFramesOfItsSession(t *testing.T) {
 	f := newFrames()
 	c := connect(t, fast(conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.AdminToken},
 		OnConnect: func(s *conn.Session, r conn.ConnectReason) {
-			_ = s.Send(s.Context(), conn.SubscribeMessage{Collection: "posts", UID: "h"})
+			_ = s.Send(s.Context(), protocol.SubscribeMessage{Collection: "posts", UID: "h"})
 			// Not synchronisation: a slow hook widens the window in which
 			// the init could overtake it if frames were not held back.
 			time.Sleep(20 * time.Millisecond)
 			hookDone.Store(s.ID())
 		},
-		OnSubscription: func(m *conn.Message) {
+		OnSubscription: func(m *protocol.Message) {
 			if hookDone.Load() < m.Session {
 				violations <- fmt.Sprintf("frame of session %d before its hook", m.Session)
 			}
 			f.on(m)
 		}}))
-	f.nextEvent(t, conn.EventInit)
+	f.nextEvent(t, protocol.EventInit)
 	for i := 0; i < 3; i++ {
 		if err := c.Reconnect(ctxT(t)); err != nil {
 			t.Fatal(err)
 		}
-		f.nextEvent(t, conn.EventInit)
+		f.nextEvent(t, protocol.EventInit)
 	}
 	select {
 	case v := <-violations:
@@ -783,13 +784,13 @@ func TestStateWatchAndClose(t *testing.T) {
 	if fmt.Sprint(seen) != fmt.Sprint(want) {
 		t.Fatalf("callback saw %v, want %v", seen, want)
 	}
-	if err := c.Send(ctxT(t), conn.PingMessage{}); !errors.Is(err, conn.ErrClosed) {
+	if err := c.Send(ctxT(t), protocol.PingMessage{}); !errors.Is(err, protocol.ErrClosed) {
 		t.Fatalf("Send after Close: %v", err)
 	}
-	if _, err := c.Ping(ctxT(t)); !errors.Is(err, conn.ErrClosed) {
+	if _, err := c.Ping(ctxT(t)); !errors.Is(err, protocol.ErrClosed) {
 		t.Fatalf("Ping after Close: %v", err)
 	}
-	if err := c.Connect(ctxT(t)); !errors.Is(err, conn.ErrClosed) {
+	if err := c.Connect(ctxT(t)); !errors.Is(err, protocol.ErrClosed) {
 		t.Fatalf("Connect after Close: %v", err)
 	}
 }
@@ -831,7 +832,7 @@ func TestTokenExpiredDuringConnectHook(t *testing.T) {
 	cfg := fast(conn.Config{URL: srv.URL(),
 		Auth: conn.Auth{Email: directustest.AdminEmail, Password: directustest.AdminPassword},
 		OnError: func(err error) {
-			if errors.Is(err, conn.ErrTokenExpired) {
+			if errors.Is(err, protocol.ErrTokenExpired) {
 				expired <- struct{}{}
 			}
 		},
@@ -840,7 +841,7 @@ func TestTokenExpiredDuringConnectHook(t *testing.T) {
 			if r != conn.ReasonConnected {
 				return
 			}
-			_ = s.Send(s.Context(), conn.SubscribeMessage{Collection: "posts", UID: "x"})
+			_ = s.Send(s.Context(), protocol.SubscribeMessage{Collection: "posts", UID: "x"})
 			// The pong comes after the init: the subscription exists (and
 			// its init is held) before the token expires.
 			if _, err := c.Ping(s.Context()); err != nil {
@@ -858,7 +859,7 @@ func TestTokenExpiredDuringConnectHook(t *testing.T) {
 			}
 			record("hook done")
 		},
-		OnSubscription: func(m *conn.Message) {
+		OnSubscription: func(m *protocol.Message) {
 			if m.Err != nil {
 				record("frame " + string(m.Err.Code))
 				close(forbidden)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // A Conn on its own: subscribe in the OnConnect hook, so that the
@@ -16,14 +17,14 @@ func Example() {
 	srv := directustest.NewServer(nil)
 	defer srv.Close()
 
-	frames := make(chan *conn.Message, 10)
+	frames := make(chan *protocol.Message, 10)
 	c, err := conn.New(&conn.Config{
 		URL:  srv.URL(), // http://host:port; "/websocket" is appended
 		Auth: conn.Auth{Token: directustest.AdminToken},
 		OnConnect: func(s *conn.Session, reason conn.ConnectReason) {
-			_ = s.Send(s.Context(), conn.SubscribeMessage{Collection: "posts", UID: "posts", Query: &conn.Query{Fields: []string{"id", "title"}}})
+			_ = s.Send(s.Context(), protocol.SubscribeMessage{Collection: "posts", UID: "posts", Query: &protocol.Query{Fields: []string{"id", "title"}}})
 		},
-		OnSubscription: func(m *conn.Message) { frames <- m },
+		OnSubscription: func(m *protocol.Message) { frames <- m },
 	})
 	if err != nil {
 		log.Fatal(err)
@@ -52,16 +53,16 @@ func ExampleConn_Items() {
 	if err := c.Connect(context.Background()); err != nil {
 		log.Fatal(err)
 	}
-	reply, err := c.Items(context.Background(), conn.ItemsMessage{
-		Collection: "posts", Action: conn.ActionCreate,
+	reply, err := c.Items(context.Background(), protocol.ItemsMessage{
+		Collection: "posts", Action: protocol.ActionCreate,
 		Data:  map[string]any{"title": "via websocket"},
-		Query: &conn.Query{Fields: []string{"id", "title"}},
+		Query: &protocol.Query{Fields: []string{"id", "title"}},
 	})
 	fmt.Println(string(reply.Data), err)
 
-	_, err = c.Items(context.Background(), conn.ItemsMessage{Collection: "directus_users", Action: conn.ActionRead})
-	var se *conn.ServerError
-	fmt.Println(errors.Is(err, conn.ErrInvalidCollection), errors.As(err, &se) && se.Type == "items")
+	_, err = c.Items(context.Background(), protocol.ItemsMessage{Collection: "directus_users", Action: protocol.ActionRead})
+	var se *protocol.ServerError
+	fmt.Println(errors.Is(err, protocol.ErrInvalidCollection), errors.As(err, &se) && se.Type == "items")
 	// Output:
 	// {"id":1,"title":"via websocket"} <nil>
 	// true true
@@ -74,7 +75,7 @@ func ExampleServerError() {
 	c, _ := conn.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Email: directustest.AdminEmail, Password: "wrong"}})
 	defer c.Close()
 	err := c.Connect(context.Background())
-	fmt.Println(errors.Is(err, conn.ErrAuthFailed))
+	fmt.Println(errors.Is(err, protocol.ErrAuthFailed))
 	fmt.Println(err)
 	// Output:
 	// true

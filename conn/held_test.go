@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // TestFloodWhileHeldIsBounded: subscription frames that arrive while the
@@ -68,7 +69,7 @@ func TestFloodWhileHeldIsBounded(t *testing.T) {
 	var delivered atomic.Int64
 	c, err := conn.New(&conn.Config{URL: url, Auth: conn.Auth{Token: "t"}, PingInterval: -1, AuthTimeout: time.Minute,
 		Backoff:        conn.Backoff{Initial: time.Minute}, // one session only
-		OnSubscription: func(*conn.Message) { delivered.Add(1) }})
+		OnSubscription: func(*protocol.Message) { delivered.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +92,7 @@ func TestFloodWhileHeldIsBounded(t *testing.T) {
 		t.Fatalf("the client accepted %d MiB of frames it had to hold back", got.sent>>20)
 	}
 	sc := waitState(t, states, conn.StateReconnecting)
-	if !errors.Is(sc.Err, conn.ErrProtocol) {
+	if !errors.Is(sc.Err, protocol.ErrProtocol) {
 		t.Fatalf("session ended by %v, want a protocol error", sc.Err)
 	}
 	if delivered.Load() != 0 {

@@ -27,6 +27,7 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/internal/testutil"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // leakWatch gathers every place a secret could surface: a debug-level log,
@@ -203,7 +204,7 @@ func TestSecretsNeverExposedDuringReauthAndReconnect(t *testing.T) {
 		// and the client falls back to its login on a new session.
 		logout(t, srv, rt)
 		srv.ExpireTokens()
-		w.waitFailure(t, func(err error) bool { return errors.Is(err, conn.ErrAuthFailed) })
+		w.waitFailure(t, func(err error) bool { return errors.Is(err, protocol.ErrAuthFailed) })
 		w.waitReason(t, conn.ReasonReconnected)
 		_ = c.Close()
 		w.check(t)
@@ -290,7 +291,7 @@ func TestSecretsNeverExposedDuringReauthAndReconnect(t *testing.T) {
 		// TOKEN_EXPIRED is refused instead), or the refresh may time out
 		// (the next connect attempt is refused instead). Each way, the
 		// refused token goes through paths whose errors and logs are checked.
-		w.waitFailure(t, func(err error) bool { return errors.Is(err, conn.ErrAuthFailed) })
+		w.waitFailure(t, func(err error) bool { return errors.Is(err, protocol.ErrAuthFailed) })
 		_ = c.Close()
 		w.check(t)
 	})
@@ -305,7 +306,7 @@ func TestSecretsNeverExposedDuringReauthAndReconnect(t *testing.T) {
 			{Mode: conn.AuthPublic, RefreshToken: secret},
 		} {
 			err := connectErr(t, w.config(conn.Config{URL: srv.URL(), Auth: auth}))
-			if !errors.Is(err, conn.ErrAuthFailed) {
+			if !errors.Is(err, protocol.ErrAuthFailed) {
 				t.Errorf("%v: err = %v, want AUTH_FAILED", auth, err)
 			}
 			w.err(err)
@@ -335,7 +336,7 @@ func TestWSSWithCustomCA(t *testing.T) {
 	if _, err := srv.Create("posts", map[string]any{"title": "over tls"}); err != nil {
 		t.Fatal(err)
 	}
-	if m := f.nextEvent(t, conn.EventCreate); !bytes.Contains(m.Data, []byte("over tls")) {
+	if m := f.nextEvent(t, protocol.EventCreate); !bytes.Contains(m.Data, []byte("over tls")) {
 		t.Fatalf("create over wss: %s", m.Data)
 	}
 	_ = c.Close()
@@ -474,7 +475,7 @@ func TestPendingRequestsCapped(t *testing.T) {
 		MaxPendingRequests: limit, RequestTimeout: time.Minute}))
 	srv.Stall(true)
 	defer srv.Stall(false)
-	read := conn.ItemsMessage{Collection: "posts", Action: conn.ActionRead}
+	read := protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionRead}
 
 	// limit requests take every slot and wait for replies that never come.
 	held := make(chan error, limit)
@@ -522,7 +523,7 @@ func TestPendingRequestsCapped(t *testing.T) {
 	}
 	_ = c.Close()
 	for range limit {
-		if err := <-held; !errors.Is(err, conn.ErrClosed) {
+		if err := <-held; !errors.Is(err, protocol.ErrClosed) {
 			t.Errorf("pending request after Close: %v", err)
 		}
 	}

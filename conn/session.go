@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // Session is one physical WebSocket connection of a Conn. A Conn replaces its
@@ -35,14 +36,14 @@ type Session struct {
 	urgent chan []byte // pongs answering server pings, written first
 
 	mu         sync.Mutex
-	pending    map[UID]*pendingRequest
-	handshake  *pendingRequest // the handshake auth, whose failure reply has no uid
-	holding    bool            // subscription frames are held back …
-	held       []*Message      // … here, until release
-	expired    bool            // TOKEN_EXPIRED seen, re-authentication pending …
-	expiredAt  int             // … and held[expiredAt:] came after it
-	heldBytes  int             // size of held frames received outside the hook
-	inHook     bool            // OnConnect runs: the frames held are its replies
+	pending    map[protocol.UID]*pendingRequest
+	handshake  *pendingRequest     // the handshake auth, whose failure reply has no uid
+	holding    bool                // subscription frames are held back …
+	held       []*protocol.Message // … here, until release
+	expired    bool                // TOKEN_EXPIRED seen, re-authentication pending …
+	expiredAt  int                 // … and held[expiredAt:] came after it
+	heldBytes  int                 // size of held frames received outside the hook
+	inHook     bool                // OnConnect runs: the frames held are its replies
 	authedAt   time.Time
 	expiredSig chan struct{} // TOKEN_EXPIRED seen (cap 1)
 
@@ -57,7 +58,7 @@ type Session struct {
 
 type pendingRequest struct {
 	replyType string
-	reply     chan *Message // cap 1
+	reply     chan *protocol.Message // cap 1
 }
 
 // ID numbers the sessions of a Conn from 1; each reconnect gets a new ID.
@@ -90,7 +91,7 @@ func newSession(c *Conn, id uint64, ws *websocket.Conn) *Session {
 		cancel:     cancel,
 		out:        make(chan []byte, c.cfg.SendQueue),
 		urgent:     make(chan []byte, 4),
-		pending:    make(map[UID]*pendingRequest),
+		pending:    make(map[protocol.UID]*pendingRequest),
 		holding:    true,
 		expiredSig: make(chan struct{}, 1),
 	}
@@ -152,7 +153,7 @@ func (s *Session) lostErr() error {
 // request sends a frame with a fresh uid and waits for the reply of
 // replyType with that uid. A server error reply is returned as *ServerError
 // together with the message.
-func (s *Session) request(ctx context.Context, replyType string, build func(UID) any) (*Message, error) {
+func (s *Session) request(ctx context.Context, replyType string, build func(protocol.UID) any) (*protocol.Message, error) {
 	ctx, cancel := s.c.requestContext(ctx)
 	defer cancel()
 	if err := s.c.pendingSlots.Acquire(ctx, 1); err != nil {
@@ -161,7 +162,7 @@ func (s *Session) request(ctx context.Context, replyType string, build func(UID)
 	defer s.c.pendingSlots.Release(1)
 
 	uid := s.c.nextUID()
-	p := &pendingRequest{replyType: replyType, reply: make(chan *Message, 1)}
+	p := &pendingRequest{replyType: replyType, reply: make(chan *protocol.Message, 1)}
 	s.mu.Lock()
 	s.pending[uid] = p
 	s.mu.Unlock()
@@ -175,9 +176,9 @@ func (s *Session) request(ctx context.Context, replyType string, build func(UID)
 
 // handshakeAuth sends the first auth frame. Directus answers a failed
 // handshake without the uid, so the reply is matched by position too.
-func (s *Session) handshakeAuth(ctx context.Context, msg AuthMessage) (*Message, error) {
+func (s *Session) handshakeAuth(ctx context.Context, msg protocol.AuthMessage) (*protocol.Message, error) {
 	msg.UID = s.c.nextUID()
-	p := &pendingRequest{replyType: TypeAuth, reply: make(chan *Message, 1)}
+	p := &pendingRequest{replyType: protocol.TypeAuth, reply: make(chan *protocol.Message, 1)}
 	s.mu.Lock()
 	s.pending[msg.UID] = p
 	s.handshake = p
@@ -191,7 +192,7 @@ func (s *Session) handshakeAuth(ctx context.Context, msg AuthMessage) (*Message,
 	return s.await(ctx, p, msg)
 }
 
-func (s *Session) await(ctx context.Context, p *pendingRequest, frame any) (*Message, error) {
+func (s *Session) await(ctx context.Context, p *pendingRequest, frame any) (*protocol.Message, error) {
 	if err := s.Send(ctx, frame); err != nil {
 		return nil, s.c.timeoutErr(ctx, err)
 	}
@@ -210,12 +211,12 @@ func (s *Session) await(ctx context.Context, p *pendingRequest, frame any) (*Mes
 
 // resolve hands a reply to its pending request; it reports false when no
 // request waits for it.
-func (s *Session) resolve(m *Message) bool {
+func (s *Session) resolve(m *protocol.Message) bool {
 	s.mu.Lock()
 	var p *pendingRequest
 	if m.UID != "" {
 		p = s.pending[m.UID]
-	} else if m.Type == TypeAuth {
+	} else if m.Type == protocol.TypeAuth {
 		p = s.handshake
 	}
 	s.mu.Unlock()
@@ -302,7 +303,7 @@ func (s *Session) readLoop() {
 		}
 		now := time.Now()
 		s.lastRecv.Store(now.UnixNano())
-		m, err := DecodeMessage(b)
+		m, err := protocol.DecodeMessage(b)
 		if err != nil {
 			s.log.Warn("unusable frame", "err", err)
 			s.c.reportError(err)
@@ -344,18 +345,18 @@ func closeReason(err error) string {
 // dispatch routes one decoded frame. Routing is by type first: the server's
 // request replies and subscription frames have separate types, so a
 // subscription uid may equal a request uid without confusion.
-func (s *Session) dispatch(m *Message) {
+func (s *Session) dispatch(m *protocol.Message) {
 	switch m.Type {
-	case TypePing:
+	case protocol.TypePing:
 		s.answerPing()
-	case TypePong:
+	case protocol.TypePong:
 		s.resolve(m) // unmatched pongs (heartbeat) only count as activity
-	case TypeAuth:
+	case protocol.TypeAuth:
 		if s.resolve(m) {
 			return
 		}
 		if m.Err != nil {
-			if m.Err.Code == CodeTokenExpired {
+			if m.Err.Code == protocol.CodeTokenExpired {
 				// Frames after expiry are held until re-auth and the
 				// OnConnect hook, like those of a new session.
 				s.expire()
@@ -366,19 +367,19 @@ func (s *Session) dispatch(m *Message) {
 			}
 			s.c.reportError(m.Err)
 		}
-	case TypeItems:
+	case protocol.TypeItems:
 		if !s.resolve(m) && m.Err != nil {
 			s.c.reportError(m.Err)
 		}
-	case TypeSubscription:
+	case protocol.TypeSubscription:
 		s.deliverSubscription(m)
-	case TypeSubscribe, TypeUnsubscribe:
+	case protocol.TypeSubscribe, protocol.TypeUnsubscribe:
 		if m.Err != nil && m.UID == "" {
 			s.c.reportError(m.Err)
 			return
 		}
 		s.deliverSubscription(m)
-	case TypeServer:
+	case protocol.TypeServer:
 		if m.Err != nil {
 			s.c.reportError(m.Err)
 		}
@@ -387,7 +388,7 @@ func (s *Session) dispatch(m *Message) {
 	}
 }
 
-func (s *Session) deliverSubscription(m *Message) {
+func (s *Session) deliverSubscription(m *protocol.Message) {
 	s.mu.Lock()
 	if s.holding {
 		if !s.inHook {
@@ -396,7 +397,7 @@ func (s *Session) deliverSubscription(m *Message) {
 				s.held = nil
 				s.mu.Unlock()
 				s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", heldLimit)
-				s.end(&ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", heldLimit>>20), Type: m.Type, Size: len(m.Data)})
+				s.end(&protocol.ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", heldLimit>>20), Type: m.Type, Size: len(m.Data)})
 				return
 			}
 		}
@@ -474,7 +475,7 @@ func (s *Session) heartbeat() {
 				}
 			case now.Sub(last) >= interval:
 				seq++
-				if err := s.Send(s.ctx, PingMessage{UID: UID(fmt.Sprintf("hb-%d", seq))}); err != nil {
+				if err := s.Send(s.ctx, protocol.PingMessage{UID: protocol.UID(fmt.Sprintf("hb-%d", seq))}); err != nil {
 					return
 				}
 				pingSent = now
@@ -514,19 +515,3 @@ func (s *Session) close(cause error) {
 
 // closeWait bounds the close handshake in Close.
 const closeWait = time.Second
-
-// CloseError reports that the WebSocket closed. Code 1005 is what Directus
-// sends when it closes a connection itself (handshake failure, AUTH_TIMEOUT,
-// heartbeat timeout) and 1006 an abrupt end (a crash or SIGTERM).
-type CloseError struct {
-	Code   int
-	Reason string
-}
-
-func (e *CloseError) Error() string {
-	s := fmt.Sprintf("directus: connection closed with code %d", e.Code)
-	if e.Reason != "" {
-		s += ": " + e.Reason
-	}
-	return s
-}

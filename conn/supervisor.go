@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // run is the supervisor: the one goroutine that opens sessions, runs the
@@ -177,19 +175,19 @@ func (c *Conn) authenticate(s *Session, handshake bool) (jwtExp time.Time, err e
 		return exp, fmt.Errorf("directus: token source: %w", err)
 	}
 	if !ok {
-		return exp, &ConfigError{Field: "Auth", Reason: "no credential to authenticate with"}
+		return exp, &protocol.ConfigError{Field: "Auth", Reason: "no credential to authenticate with"}
 	}
-	var reply *Message
+	var reply *protocol.Message
 	if handshake {
 		reply, err = s.handshakeAuth(ctx, msg)
 	} else {
-		reply, err = s.request(ctx, TypeAuth, func(uid UID) any {
+		reply, err = s.request(ctx, protocol.TypeAuth, func(uid protocol.UID) any {
 			msg.UID = uid
 			return msg
 		})
 	}
 	if err != nil {
-		if errors.Is(err, ErrAuthFailed) {
+		if errors.Is(err, protocol.ErrAuthFailed) {
 			c.creds.rejected(msg)
 		}
 		return exp, err
@@ -202,7 +200,7 @@ func (c *Conn) authenticate(s *Session, handshake bool) (jwtExp time.Time, err e
 			c.notify.post(func() { f(rotated) })
 		}
 	}
-	c.log.Debug("authenticated", "session", s.id, "form", msg.form())
+	c.log.Debug("authenticated", "session", s.id, "form", msg.Form())
 	return exp, nil
 }
 
@@ -270,43 +268,4 @@ func (c *Conn) runHook(s *Session, reason ConnectReason) {
 	if f := c.cfg.OnConnect; f != nil {
 		f(s, reason)
 	}
-}
-
-// DialError reports a failed dial (connection refused, DNS, TLS, timeout).
-// Its text never contains the access token of a strict-mode URL; errors.Is
-// and errors.As reach the network error, a TLS verification error (and its
-// x509 cause, such as x509.UnknownAuthorityError) and context errors
-// underneath.
-type DialError struct {
-	URL    string // the endpoint, without credentials
-	msg    string
-	causes []error
-}
-
-func (e *DialError) Error() string   { return "directus: dial " + e.URL + ": " + e.msg }
-func (e *DialError) Unwrap() []error { return e.causes }
-
-func newDialError(endpoint string, err error, secret string) *DialError {
-	msg := err.Error()
-	if secret != "" {
-		msg = strings.ReplaceAll(msg, secret, "REDACTED")
-	}
-	// The chain of err holds the URL with the token in url.Error; expose
-	// only the parts that carry none: what the url.Error wraps (the network
-	// error, a TLS verification error with its x509 cause), or else the
-	// network error.
-	var causes []error
-	var ue *url.Error
-	var op *net.OpError
-	if errors.As(err, &ue) && ue.Err != nil && (secret == "" || !strings.Contains(ue.Err.Error(), secret)) {
-		causes = append(causes, ue.Err)
-	} else if errors.As(err, &op) {
-		causes = append(causes, op)
-	}
-	for _, target := range []error{context.DeadlineExceeded, context.Canceled} {
-		if errors.Is(err, target) {
-			causes = append(causes, target)
-		}
-	}
-	return &DialError{URL: endpoint, msg: msg, causes: causes}
 }

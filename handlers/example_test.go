@@ -10,6 +10,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // Keys of deletes arrive as strings or numbers depending on the request that
@@ -52,7 +53,7 @@ func ExampleInvalidate() {
 		seen <- inv
 	})
 	_, err = m.Subscribe(context.Background(), manager.SubscribeOptions{
-		Collection: "posts", Query: &conn.Query{Fields: []string{"id"}}, Persistent: true,
+		Collection: "posts", Query: &protocol.Query{Fields: []string{"id"}}, Persistent: true,
 	}, handlers.Only(invalidate, handlers.KindCreate, handlers.KindUpdate, handlers.KindDelete))
 	if err != nil {
 		log.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // Directus registers a subscription before it sends its init, so events can
@@ -31,7 +32,7 @@ func TestEventsOvertakingTheInit(t *testing.T) {
 		subscribed <- s
 	}()
 	// Without a session the attempt is recorded, not sent; its uid is rt1.
-	waitWire := func(uid conn.UID) {
+	waitWire := func(uid protocol.UID) {
 		t.Helper()
 		for deadline := time.Now().Add(5 * time.Second); ; {
 			m.mu.Lock()
@@ -46,8 +47,8 @@ func TestEventsOvertakingTheInit(t *testing.T) {
 			time.Sleep(time.Millisecond) // polling an internal map; there is no signal for it
 		}
 	}
-	frame := func(uid conn.UID, event, data string) *conn.Message {
-		return &conn.Message{Type: conn.TypeSubscription, Event: event, UID: uid, Data: json.RawMessage(data), Received: time.Now()}
+	frame := func(uid protocol.UID, event, data string) *protocol.Message {
+		return &protocol.Message{Type: protocol.TypeSubscription, Event: event, UID: uid, Data: json.RawMessage(data), Received: time.Now()}
 	}
 	waitWire("rt1")
 	// Two events overtake the init: they follow it.

@@ -4,14 +4,14 @@ import (
 	"errors"
 	"strconv"
 
-	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 var (
-	// ErrClosed is returned after Close. It is conn.ErrClosed, so one
+	// ErrClosed is returned after Close. It is protocol.ErrClosed, so one
 	// errors.Is check covers both packages.
-	ErrClosed = conn.ErrClosed
+	ErrClosed = protocol.ErrClosed
 
 	// ErrDuplicate matches a *DuplicateError.
 	ErrDuplicate = errors.New("directus: duplicate subscription uid")
@@ -60,15 +60,3 @@ func (e *HandlerError) Error() string {
 }
 
 func (e *HandlerError) Unwrap() error { return e.Err }
-
-// OptionsError reports invalid SubscribeOptions. The manager checks what the
-// server would refuse with a uid-less INVALID_PAYLOAD, which it could not
-// route back to the subscription.
-type OptionsError struct {
-	Field  string
-	Reason string
-}
-
-func (e *OptionsError) Error() string {
-	return "directus: invalid subscribe options: " + e.Field + ": " + e.Reason
-}

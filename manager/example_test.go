@@ -9,6 +9,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 type Post struct {
@@ -42,7 +43,7 @@ func Example_liveFeed() {
 	_, err := m.Subscribe(context.Background(), manager.SubscribeOptions{
 		Collection: "posts",
 		UID:        "live-feed",
-		Query: &conn.Query{
+		Query: &protocol.Query{
 			Fields: []string{"id", "title", "status"},
 			Filter: map[string]any{"status": map[string]any{"_eq": "published"}},
 			Sort:   []string{"-id"},
@@ -91,7 +92,7 @@ func Example_globalNotifications() {
 	_, err := m.Subscribe(context.Background(), manager.SubscribeOptions{
 		Collection: "notifications",
 		UID:        "global-notifications",
-		Event:      conn.EventCreate,
+		Event:      protocol.EventCreate,
 		Persistent: true,
 	}, handlers.Typed[struct{ Subject string }]{
 		OnCreate: func(ev handlers.Event, items []struct{ Subject string }) error {
@@ -135,7 +136,7 @@ func Example_chatChannel() {
 	_, err := room.Subscribe(context.Background(), manager.SubscribeOptions{
 		Collection: "messages",
 		UID:        "chat-general",
-		Query:      &conn.Query{Filter: map[string]any{"channel": map[string]any{"_eq": "general"}}},
+		Query:      &protocol.Query{Filter: map[string]any{"channel": map[string]any{"_eq": "general"}}},
 	}, handlers.Typed[message]{
 		OnCreate: func(ev handlers.Event, msgs []message) error {
 			for _, msg := range msgs {

@@ -12,7 +12,7 @@ type Info struct {
 	Options    SubscribeOptions
 	Persistent bool
 	Scoped     bool // ends with a Scope or a context
-	State      State
+	State      SubscriptionState
 	Stats      Stats
 	Created    time.Time
 }

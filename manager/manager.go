@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // Defaults of Options.
@@ -56,10 +57,10 @@ type Manager struct {
 
 	mu        sync.Mutex
 	closed    bool
-	sess      *conn.Session            // the session the registry was last restored on
-	locals    map[string]*Subscription // by local uid
-	servers   map[string]*serverSub    // by subscription spec
-	wire      map[conn.UID]*serverSub  // by the uid of the current subscribe frame
+	sess      *conn.Session               // the session the registry was last restored on
+	locals    map[string]*Subscription    // by local uid
+	servers   map[string]*serverSub       // by subscription spec
+	wire      map[protocol.UID]*serverSub // by the uid of the current subscribe frame
 	wireSeq   uint64
 	autoSeq   uint64
 	createSeq uint64
@@ -73,12 +74,12 @@ type Manager struct {
 // subscriptions' delivery goroutines. Nothing is dialed before Connect.
 func New(cfg *conn.Config, opts *Options) (*Manager, error) {
 	if cfg == nil {
-		return nil, &conn.ConfigError{Field: "Config", Reason: "nil"}
+		return nil, &protocol.ConfigError{Field: "Config", Reason: "nil"}
 	}
 	m := &Manager{
 		locals:  make(map[string]*Subscription),
 		servers: make(map[string]*serverSub),
-		wire:    make(map[conn.UID]*serverSub),
+		wire:    make(map[protocol.UID]*serverSub),
 		onError: cfg.OnError,
 	}
 	if opts != nil {
@@ -99,7 +100,7 @@ func New(cfg *conn.Config, opts *Options) (*Manager, error) {
 	}
 	c := *cfg
 	userSub, userConnect := cfg.OnSubscription, cfg.OnConnect
-	c.OnSubscription = func(msg *conn.Message) {
+	c.OnSubscription = func(msg *protocol.Message) {
 		m.route(msg)
 		if userSub != nil {
 			userSub(msg)
@@ -143,7 +144,7 @@ func (m *Manager) Close() error {
 	}
 	m.locals = map[string]*Subscription{}
 	m.servers = map[string]*serverSub{}
-	m.wire = map[conn.UID]*serverSub{}
+	m.wire = map[protocol.UID]*serverSub{}
 	m.mu.Unlock()
 	for _, s := range subs {
 		s.unbind()
@@ -189,14 +190,14 @@ func (m *Manager) SendMessage(ctx context.Context, msg any) error {
 	if err := json.Unmarshal(b, &head); err != nil {
 		return err
 	}
-	if head.Type == conn.TypeSubscribe || head.Type == conn.TypeUnsubscribe {
+	if head.Type == protocol.TypeSubscribe || head.Type == protocol.TypeUnsubscribe {
 		return ErrRefused
 	}
 	return m.conn.Send(ctx, json.RawMessage(b))
 }
 
 // Items performs an items request over the WebSocket (see conn.Conn.Items).
-func (m *Manager) Items(ctx context.Context, msg conn.ItemsMessage) (*conn.Message, error) {
+func (m *Manager) Items(ctx context.Context, msg protocol.ItemsMessage) (*protocol.Message, error) {
 	return m.conn.Items(ctx, msg)
 }
 

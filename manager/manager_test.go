@@ -19,6 +19,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -174,7 +175,7 @@ func posts(opts manager.SubscribeOptions) manager.SubscribeOptions {
 func TestSubscribeDeliversInOrder(t *testing.T) {
 	e := setup(t, nil, conn.Auth{})
 	r := newRecorder()
-	sub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "feed", Persistent: true, Query: &conn.Query{Fields: []string{"id", "title"}}}), r)
+	sub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "feed", Persistent: true, Query: &protocol.Query{Fields: []string{"id", "title"}}}), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +314,7 @@ func TestScopeCloseEndsItsSubscriptions(t *testing.T) {
 	scopeCtx, cancel := context.WithCancel(context.Background())
 	sc := e.m.NewScope(scopeCtx)
 	for i := 0; i < 3; i++ {
-		if _, err := sc.Subscribe(ctx(t), posts(manager.SubscribeOptions{Persistent: true, Query: &conn.Query{Limit: i + 1}}), newRecorder()); err != nil {
+		if _, err := sc.Subscribe(ctx(t), posts(manager.SubscribeOptions{Persistent: true, Query: &protocol.Query{Limit: i + 1}}), newRecorder()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -393,7 +394,7 @@ func TestRestoreExactlyOnceAfterDrop(t *testing.T) {
 	e := setup(t, nil, conn.Auth{})
 	recs := map[string]*recorder{}
 	var plain *recorder // the subscription without query, which "shared" joins
-	for _, q := range []*conn.Query{nil, {Fields: []string{"id"}}, {Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}} {
+	for _, q := range []*protocol.Query{nil, {Fields: []string{"id"}}, {Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}} {
 		r := newRecorder()
 		sub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Query: q, Persistent: true}), r)
 		if err != nil {
@@ -477,13 +478,13 @@ func TestSlowHandlerForcesResyncWhileOthersFlow(t *testing.T) {
 		slowGot <- ev
 		return nil
 	})
-	slowSub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "slow", Persistent: true, QueueSize: 8, Query: &conn.Query{Limit: -1}}), slow)
+	slowSub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "slow", Persistent: true, QueueSize: 8, Query: &protocol.Query{Limit: -1}}), slow)
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-slowGot // its init
 	fastRec := newRecorder()
-	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "fast", Persistent: true, Query: &conn.Query{Fields: []string{"id"}}}), fastRec); err != nil {
+	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "fast", Persistent: true, Query: &protocol.Query{Fields: []string{"id"}}}), fastRec); err != nil {
 		t.Fatal(err)
 	}
 	fastRec.nextKind(t, handlers.KindInit)
@@ -524,8 +525,8 @@ func TestErrorsRoutedByUID(t *testing.T) {
 	e := setup(t, nil, conn.Auth{Token: directustest.ReaderToken})
 	// The reader cannot read tags: the refusal comes back with the local uid.
 	_, err := e.m.Subscribe(ctx(t), manager.SubscribeOptions{Collection: "tags", UID: "my-tags"}, newRecorder())
-	var se *conn.ServerError
-	if !errors.Is(err, conn.ErrForbidden) || !errors.As(err, &se) || se.UID != "my-tags" {
+	var se *protocol.ServerError
+	if !errors.Is(err, protocol.ErrForbidden) || !errors.As(err, &se) || se.UID != "my-tags" {
 		t.Fatalf("err = %v", err)
 	}
 	if e.m.HasSubscription("my-tags") {
@@ -534,7 +535,7 @@ func TestErrorsRoutedByUID(t *testing.T) {
 	// An event-only subscription skips the check; every event becomes a
 	// FORBIDDEN frame for it alone, and it stays.
 	tagEvents := newRecorder()
-	tagSub, err := e.m.Subscribe(ctx(t), manager.SubscribeOptions{Collection: "tags", Event: conn.EventCreate, UID: "tag-creates", Persistent: true}, tagEvents)
+	tagSub, err := e.m.Subscribe(ctx(t), manager.SubscribeOptions{Collection: "tags", Event: protocol.EventCreate, UID: "tag-creates", Persistent: true}, tagEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -548,7 +549,7 @@ func TestErrorsRoutedByUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := tagEvents.nextKind(t, handlers.KindError)
-	if !errors.Is(ev.Err, conn.ErrForbidden) || ev.UID != "tag-creates" {
+	if !errors.Is(ev.Err, protocol.ErrForbidden) || ev.UID != "tag-creates" {
 		t.Fatalf("error event %+v", ev)
 	}
 	if tagSub.State() != manager.StateActive || tagSub.Stats().Errors != 1 {
@@ -562,7 +563,7 @@ func TestErrorsRoutedByUID(t *testing.T) {
 	// An error without uid goes to OnError.
 	e.srv.Inject([]byte(`{"type":"server","status":"error","error":{"code":"INVALID_PAYLOAD","message":"Unable to parse the incoming message."}}`))
 	for err := range e.errs {
-		if errors.Is(err, conn.ErrInvalidPayload) {
+		if errors.Is(err, protocol.ErrInvalidPayload) {
 			break
 		}
 	}
@@ -586,14 +587,14 @@ func TestErrorsRoutedByUID(t *testing.T) {
 
 func TestIdenticalSubscriptionsShareOneServerSubscription(t *testing.T) {
 	e := setup(t, nil, conn.Auth{})
-	q := &conn.Query{Fields: []string{"id", "title"}, Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}
+	q := &protocol.Query{Fields: []string{"id", "title"}, Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}
 	a, b := newRecorder(), newRecorder()
 	subA, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "a", Query: q, Persistent: true}), a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Same query, built separately.
-	q2 := &conn.Query{Filter: map[string]any{"status": map[string]any{"_eq": "published"}}, Fields: []string{"id", "title"}}
+	q2 := &protocol.Query{Filter: map[string]any{"status": map[string]any{"_eq": "published"}}, Fields: []string{"id", "title"}}
 	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{UID: "b", Query: q2, Persistent: true}), b); err != nil {
 		t.Fatal(err)
 	}
@@ -693,8 +694,8 @@ func TestSendMessageItemsAndValidation(t *testing.T) {
 	e := setup(t, nil, conn.Auth{})
 	for _, msg := range []any{
 		map[string]any{"type": "unsubscribe"},
-		conn.UnsubscribeMessage{UID: "x"},
-		conn.SubscribeMessage{Collection: "posts"},
+		protocol.UnsubscribeMessage{UID: "x"},
+		protocol.SubscribeMessage{Collection: "posts"},
 	} {
 		if err := e.m.SendMessage(ctx(t), msg); !errors.Is(err, manager.ErrRefused) {
 			t.Errorf("%v: %v", msg, err)
@@ -704,7 +705,7 @@ func TestSendMessageItemsAndValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.wire.waitCount(t, "ping", 1)
-	rep, err := e.m.Items(ctx(t), conn.ItemsMessage{Collection: "posts", Action: conn.ActionCreate, Data: map[string]any{"title": "via ws"}})
+	rep, err := e.m.Items(ctx(t), protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionCreate, Data: map[string]any{"title": "via ws"}})
 	if err != nil || !bytes.Contains(rep.Data, []byte(`"via ws"`)) {
 		t.Fatalf("items create: %s %v", rep.Data, err)
 	}
@@ -714,7 +715,7 @@ func TestSendMessageItemsAndValidation(t *testing.T) {
 		{Collection: "posts", Item: 1.5},
 		{Collection: "posts", Item: []int{1}},
 	} {
-		var oe *manager.OptionsError
+		var oe *protocol.ConfigError
 		if _, err := e.m.Subscribe(ctx(t), bad, newRecorder()); !errors.As(err, &oe) {
 			t.Errorf("%+v: %v", bad, err)
 		}
@@ -740,12 +741,12 @@ func TestSingleItemAndEventOnly(t *testing.T) {
 		t.Fatalf("single-item init %+v %s", ev, ev.Data)
 	}
 	creates1, creates2 := newRecorder(), newRecorder()
-	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Event: conn.EventCreate, Persistent: true}), creates1); err != nil {
+	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Event: protocol.EventCreate, Persistent: true}), creates1); err != nil {
 		t.Fatal(err)
 	}
 	before := e.wire.count("subscribe")
 	// A second event-only one joins without any frame: its init has no data.
-	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Event: conn.EventCreate, Persistent: true}), creates2); err != nil {
+	if _, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Event: protocol.EventCreate, Persistent: true}), creates2); err != nil {
 		t.Fatal(err)
 	}
 	if e.wire.count("subscribe") != before {

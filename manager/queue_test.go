@@ -9,6 +9,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // A queue that never empties during a long burst keeps a backing array of
@@ -69,8 +70,8 @@ func TestQueueMemoryStaysBoundedDuringALongBurst(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond) // polling an internal map; there is no signal for it
 	}
-	frame := func(event string, id int) *conn.Message {
-		return &conn.Message{Type: conn.TypeSubscription, Event: event, UID: "rt1",
+	frame := func(event string, id int) *protocol.Message {
+		return &protocol.Message{Type: protocol.TypeSubscription, Event: event, UID: "rt1",
 			Data: json.RawMessage(fmt.Sprintf(`[{"id":%d}]`, id)), Received: time.Now()}
 	}
 	m.route(frame("init", 0))

@@ -1,11 +1,10 @@
 package manager
 
 import (
-	"strconv"
 	"time"
 
-	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // route hands one subscription frame to the local subscriptions of its
@@ -14,7 +13,7 @@ import (
 // subscription has its own bounded queue; when one is full, route waits
 // (without holding the manager's lock) up to Options.OverflowWait for its
 // handler to make room before it overflows that queue.
-func (m *Manager) route(msg *conn.Message) {
+func (m *Manager) route(msg *protocol.Message) {
 	m.mu.Lock()
 	ss, waiting, ev := m.routeLocked(msg)
 	if len(waiting) == 0 {
@@ -50,7 +49,7 @@ func (m *Manager) route(msg *conn.Message) {
 
 // routeLocked does the part of route that needs no waiting. It returns the
 // subscriptions whose queue was full for the event ev.
-func (m *Manager) routeLocked(msg *conn.Message) (ss *serverSub, waiting []*Subscription, ev handlers.Event) {
+func (m *Manager) routeLocked(msg *protocol.Message) (ss *serverSub, waiting []*Subscription, ev handlers.Event) {
 	ss = m.wire[msg.UID]
 	if ss == nil {
 		// An unsubscribe acknowledgement, or a frame of an attempt that a
@@ -61,12 +60,12 @@ func (m *Manager) routeLocked(msg *conn.Message) (ss *serverSub, waiting []*Subs
 		m.routeErrorLocked(ss, msg)
 		return ss, nil, ev
 	}
-	if msg.Type != conn.TypeSubscription {
+	if msg.Type != protocol.TypeSubscription {
 		return ss, nil, ev
 	}
 	kind, ok := handlers.ParseKind(msg.Event)
 	if !ok {
-		if msg.Event != conn.EventUnsubscribe {
+		if msg.Event != protocol.EventUnsubscribe {
 			m.log.Warn("subscription frame with an unknown event", "event", msg.Event)
 		}
 		return ss, nil, ev
@@ -99,7 +98,7 @@ func (m *Manager) routeLocked(msg *conn.Message) (ss *serverSub, waiting []*Subs
 // attempt. While an init is awaited it is the refusal of the subscribe;
 // afterwards it is a per-event error (Directus sends FORBIDDEN instead of an
 // event the identity may not read), which does not end the subscription.
-func (m *Manager) routeErrorLocked(ss *serverSub, msg *conn.Message) {
+func (m *Manager) routeErrorLocked(ss *serverSub, msg *protocol.Message) {
 	if !ss.awaiting {
 		overflowed := false
 		for _, s := range ss.locals {
@@ -138,95 +137,4 @@ func (m *Manager) routeErrorLocked(ss *serverSub, msg *conn.Message) {
 	if len(ss.locals) == 0 {
 		delete(m.servers, ss.key)
 	}
-}
-
-// restore runs in the connection's OnConnect hook, before any frame of the
-// session is routed. After a (re)connect the server knows no subscription:
-// each one is sent once on the new session. After re-authentication the old
-// ones are still registered but lost their events since TOKEN_EXPIRED: each
-// one is replaced once. Either way every local subscription that had an
-// init gets a fresh one with Resync set.
-func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return
-	}
-	m.sess = s
-	if reason == conn.ReasonReauthenticated {
-		for _, ss := range m.servers {
-			m.resyncLocked(ss, true)
-		}
-		return
-	}
-	clear(m.wire)
-	for _, ss := range m.servers {
-		ss.wireUID = ""
-		ss.awaiting = false
-		for _, l := range ss.locals {
-			l.markResyncing()
-		}
-		m.sendSubscribeLocked(ss)
-	}
-}
-
-// resyncLocked replaces ss on the server by a new attempt, whose init every
-// local subscription receives. Unless force is set, an attempt already
-// awaiting its init serves.
-func (m *Manager) resyncLocked(ss *serverSub, force bool) {
-	if ss == nil || (ss.awaiting && !force) {
-		return
-	}
-	for _, l := range ss.locals {
-		l.markResyncing()
-	}
-	if ss.wireUID != "" {
-		delete(m.wire, ss.wireUID)
-		m.sendLocked(conn.UnsubscribeMessage{UID: ss.wireUID})
-		ss.wireUID = ""
-	}
-	m.sendSubscribeLocked(ss)
-}
-
-// sendSubscribeLocked sends a new attempt of ss on the current session.
-// Without a live session the attempt is only recorded: restore sends it.
-func (m *Manager) sendSubscribeLocked(ss *serverSub) {
-	ss.stopTimer()
-	m.wireSeq++
-	ss.attempt++
-	ss.wireUID = conn.UID("rt" + strconv.FormatUint(m.wireSeq, 10))
-	m.wire[ss.wireUID] = ss
-	ss.awaiting = true
-	msg := ss.msg
-	msg.UID = ss.wireUID
-	if !m.sendLocked(msg) {
-		return
-	}
-	attempt := ss.attempt
-	ss.timer = time.AfterFunc(m.opts.InitTimeout, func() { m.initTimedOut(ss, attempt) })
-}
-
-// sendLocked queues a frame on the current session. Sending with m.mu held
-// keeps subscribe and unsubscribe frames on the wire in registry order.
-func (m *Manager) sendLocked(v any) bool {
-	s := m.sess
-	if s == nil || s.Err() != nil {
-		return false
-	}
-	if err := s.Send(s.Context(), v); err != nil {
-		m.log.Debug("send failed; the next session restores the registry", "err", err)
-		return false
-	}
-	return true
-}
-
-// initTimedOut retries an attempt that got neither init nor error in time.
-func (m *Manager) initTimedOut(ss *serverSub, attempt uint64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed || ss.attempt != attempt || !ss.awaiting || m.servers[ss.key] != ss {
-		return
-	}
-	m.log.Warn("no init in time; subscribing again", "collection", ss.msg.Collection, "uid", ss.wireUID)
-	m.resyncLocked(ss, true)
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // blockedHandler blocks on every event while its gate is shut, and keeps
@@ -94,7 +95,7 @@ func TestOverflowBoundsMemory(t *testing.T) {
 		keys[i] = r["id"]
 	}
 	h := &blockedHandler{handled: make(chan struct{}, 1)}
-	sub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Persistent: true, Query: &conn.Query{Limit: -1}}), h)
+	sub, err := e.m.Subscribe(ctx(t), posts(manager.SubscribeOptions{Persistent: true, Query: &protocol.Query{Limit: -1}}), h)
 	if err != nil {
 		t.Fatal(err)
 	}

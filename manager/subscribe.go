@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // serverSub is one subscription on the server, shared by every local
@@ -16,14 +16,14 @@ import (
 // are guarded by Manager.mu.
 type serverSub struct {
 	key       string
-	msg       conn.SubscribeMessage // without uid
+	msg       protocol.SubscribeMessage // without uid
 	eventOnly bool
 	locals    []*Subscription
 
 	// wireUID is the uid of the last subscribe frame sent; each attempt
 	// gets a new one, never reused, so frames of a replaced attempt are
 	// recognised and dropped.
-	wireUID  conn.UID
+	wireUID  protocol.UID
 	awaiting bool // subscribe sent on the current session, init not received
 	attempt  uint64
 	timer    *time.Timer
@@ -46,14 +46,14 @@ func (ss *serverSub) stopTimer() {
 // its own caller and returns it with a *DuplicateError.
 //
 // A failed Subscribe leaves nothing behind. The server's refusal is returned
-// as *conn.ServerError carrying the local uid.
+// as *protocol.ServerError carrying the local uid.
 func (m *Manager) Subscribe(ctx context.Context, opts SubscribeOptions, h handlers.Handler) (*Subscription, error) {
 	return m.subscribe(ctx, opts, h, nil)
 }
 
 func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handlers.Handler, scope *Scope) (*Subscription, error) {
 	if h == nil {
-		return nil, &OptionsError{Field: "handler", Reason: "nil"}
+		return nil, &protocol.ConfigError{Field: "handler", Reason: "nil"}
 	}
 	msg, err := opts.message()
 	if err != nil {
@@ -160,15 +160,15 @@ func (s *Subscription) unbind() {
 }
 
 // message checks the options and builds the subscribe frame (without uid).
-func (o SubscribeOptions) message() (conn.SubscribeMessage, error) {
-	msg := conn.SubscribeMessage{Collection: o.Collection, Event: o.Event, Query: o.Query}
+func (o SubscribeOptions) message() (protocol.SubscribeMessage, error) {
+	msg := protocol.SubscribeMessage{Collection: o.Collection, Event: o.Event, Query: o.Query}
 	if o.Collection == "" {
-		return msg, &OptionsError{Field: "Collection", Reason: "required"}
+		return msg, &protocol.ConfigError{Field: "Collection", Reason: "required"}
 	}
 	switch o.Event {
-	case "", conn.EventCreate, conn.EventUpdate, conn.EventDelete:
+	case "", protocol.EventCreate, protocol.EventUpdate, protocol.EventDelete:
 	default:
-		return msg, &OptionsError{Field: "Event", Reason: "must be create, update or delete"}
+		return msg, &protocol.ConfigError{Field: "Event", Reason: "must be create, update or delete"}
 	}
 	switch item := o.Item.(type) {
 	case nil:
@@ -178,15 +178,15 @@ func (o SubscribeOptions) message() (conn.SubscribeMessage, error) {
 		msg.Item = item
 	case float64:
 		if item != math.Trunc(item) || math.IsInf(item, 0) {
-			return msg, &OptionsError{Field: "Item", Reason: "a number key must be an integer"}
+			return msg, &protocol.ConfigError{Field: "Item", Reason: "a number key must be an integer"}
 		}
 		msg.Item = item
 	default:
-		return msg, &OptionsError{Field: "Item", Reason: "must be a string or an integer"}
+		return msg, &protocol.ConfigError{Field: "Item", Reason: "must be a string or an integer"}
 	}
 	if o.Query != nil {
 		if _, err := json.Marshal(o.Query); err != nil {
-			return msg, &OptionsError{Field: "Query", Reason: err.Error()}
+			return msg, &protocol.ConfigError{Field: "Query", Reason: err.Error()}
 		}
 	}
 	return msg, nil
@@ -194,7 +194,7 @@ func (o SubscribeOptions) message() (conn.SubscribeMessage, error) {
 
 // specKey identifies identical subscriptions. encoding/json sorts map keys,
 // so equal queries give equal keys.
-func specKey(msg conn.SubscribeMessage) string {
+func specKey(msg protocol.SubscribeMessage) string {
 	b, _ := json.Marshal(msg)
 	return string(b)
 }
@@ -288,7 +288,7 @@ func (m *Manager) dropServerLocked(ss *serverSub) {
 	ss.stopTimer()
 	if ss.wireUID != "" {
 		delete(m.wire, ss.wireUID)
-		m.sendLocked(conn.UnsubscribeMessage{UID: ss.wireUID})
+		m.sendLocked(protocol.UnsubscribeMessage{UID: ss.wireUID})
 		ss.wireUID = ""
 	}
 }

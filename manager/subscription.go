@@ -7,45 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
-
-// State is the live state of a subscription.
-type State int
-
-const (
-	// StatePending: waiting for the first init.
-	StatePending State = iota + 1
-	// StateActive: the server delivers events.
-	StateActive
-	// StateResyncing: waiting for a fresh init (after a reconnect,
-	// re-authentication, queue overflow or Resync), or the connection is
-	// down and the subscription will be restored with the next session.
-	StateResyncing
-	// StateFailed: the server refused the subscription when it was restored
-	// (for instance FORBIDDEN after a change of identity). It is retried with
-	// the next session or Resync.
-	StateFailed
-	// StateEnded: unsubscribed, scope ended or manager closed.
-	StateEnded
-)
-
-func (s State) String() string {
-	switch s {
-	case StatePending:
-		return "pending"
-	case StateActive:
-		return "active"
-	case StateResyncing:
-		return "resyncing"
-	case StateFailed:
-		return "failed"
-	case StateEnded:
-		return "ended"
-	}
-	return "unknown"
-}
 
 // Stats are a subscription's counters.
 type Stats struct {
@@ -71,10 +35,10 @@ type SubscribeOptions struct {
 	// Query shapes init and events (fields, filter, sort, limit …). Without
 	// a limit Directus applies its default of 100 rows to the init; use
 	// Limit -1 for every row.
-	Query *conn.Query
+	Query *protocol.Query
 	// Item, a string or an integer, subscribes to one item.
 	Item any
-	// Event, when set (conn.EventCreate, EventUpdate or EventDelete),
+	// Event, when set (protocol.EventCreate, EventUpdate or EventDelete),
 	// delivers only that action; the init then carries no data.
 	Event string
 	// UID names the subscription locally; a second Subscribe with an active
@@ -181,9 +145,20 @@ func (s *Subscription) Resync(ctx context.Context) error {
 	return s.m.resync(ctx, s)
 }
 
+// Flush waits until the handler has handled every event queued for the
+// subscription before the call: after Subscribe, it waits for the first
+// init to have been handled. It must not be called from the subscription's
+// own handler, which would wait for itself.
+func (s *Subscription) Flush(ctx context.Context) error {
+	s.dmu.Lock()
+	n := s.pushed
+	s.dmu.Unlock()
+	return s.waitConsumed(ctx, n)
+}
+
 // State returns the live state: a subscription whose connection is down is
 // resyncing, since it will be restored with a fresh init.
-func (s *Subscription) State() State {
+func (s *Subscription) State() SubscriptionState {
 	s.dmu.Lock()
 	st := s.stateLocked()
 	s.dmu.Unlock()
@@ -193,7 +168,7 @@ func (s *Subscription) State() State {
 	return st
 }
 
-func (s *Subscription) stateLocked() State {
+func (s *Subscription) stateLocked() SubscriptionState {
 	switch {
 	case s.ended:
 		return StateEnded
@@ -523,8 +498,8 @@ func (s *Subscription) finish(cause error) bool {
 
 // serverErr rewrites a server error frame for this subscription: its uid
 // becomes the local one, which is the one the caller knows.
-func (s *Subscription) serverErr(e *conn.ServerError) *conn.ServerError {
+func (s *Subscription) serverErr(e *protocol.ServerError) *protocol.ServerError {
 	c := *e
-	c.UID = conn.UID(s.uid)
+	c.UID = protocol.UID(s.uid)
 	return &c
 }

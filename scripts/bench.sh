@@ -63,8 +63,8 @@ step "tests (quick, race detector)"
 go vet ./bench/...
 go test -race -count=1 ./bench/...
 
-step "go benchmarks (-count $COUNT): go test -run '^\$' -bench . -benchmem -count $COUNT ./bench/"
-go test -run '^$' -bench . -benchmem -count "$COUNT" -timeout 2h ./bench/ | tee "$OUT/gobench.txt"
+step "go benchmarks (-count $COUNT): go test -run '^\$' -bench . -benchmem -count $COUNT ./bench/..."
+go test -run '^$' -bench . -benchmem -count "$COUNT" -timeout 2h ./bench/... | tee "$OUT/gobench.txt"
 step "medians of $COUNT runs"
 python3 - "$OUT/gobench.txt" <<'EOF' | tee "$OUT/gobench-median.txt"
 import re, statistics, sys

@@ -21,6 +21,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -79,11 +80,11 @@ type observer struct {
 
 func (o *observer) onError(err error) {
 	o.secrets.checkError(err)
-	var se *conn.ServerError
+	var se *protocol.ServerError
 	var he *manager.HandlerError
 	msg := err.Error()
 	switch {
-	case errors.Is(err, conn.ErrProtocol):
+	case errors.Is(err, protocol.ErrProtocol):
 		o.protocolErrs.Add(1)
 	case errors.As(err, &he):
 		o.handlerErrs.Add(1)
@@ -95,7 +96,7 @@ func (o *observer) onError(err error) {
 		o.sample(msg)
 	case errors.As(err, &se):
 		o.serverErrs.Add(1)
-		if se.Code == conn.CodeAuthFailed {
+		if se.Code == protocol.CodeAuthFailed {
 			o.authFailed.Add(1)
 		}
 	default:

@@ -22,7 +22,9 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -256,7 +258,7 @@ func TestLoad10kSubscriptions(t *testing.T) {
 				})
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 				sub, err := m.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Persistent: true,
-					Query: &conn.Query{Filter: map[string]any{"views": map[string]any{"_eq": i}}, Limit: -1}}, h)
+					Query: &protocol.Query{Filter: map[string]any{"views": map[string]any{"_eq": i}}, Limit: -1}}, h)
 				cancel()
 				if err != nil {
 					t.Errorf("subscription %d: %v", i, err)
@@ -377,15 +379,15 @@ func TestLoad100Managers(t *testing.T) {
 			c := &loadClient{m: loadManager(t, srv.url, &errs, &samples)}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			c.all = store.New(store.Options[int64, post]{Key: postKey})
-			c.pub = store.New(store.Options[int64, post]{Key: postKey})
+			c.all = testutil.Must(store.New(store.Options[int64, post]{Key: postKey}))
+			c.pub = testutil.Must(store.New(store.Options[int64, post]{Key: postKey}))
 			t.Cleanup(func() { _ = c.all.Close(); _ = c.pub.Close() })
 			if _, err := c.all.Subscribe(ctx, c.m, manager.SubscribeOptions{Collection: "posts", Persistent: true}); err != nil {
 				t.Error(err)
 				return
 			}
 			if _, err := c.pub.Subscribe(ctx, c.m, manager.SubscribeOptions{Collection: "posts", Persistent: true,
-				Query: &conn.Query{Filter: eq("status", "published")}}); err != nil {
+				Query: &protocol.Query{Filter: eq("status", "published")}}); err != nil {
 				t.Error(err)
 				return
 			}

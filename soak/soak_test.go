@@ -21,7 +21,9 @@ import (
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/internal/faultproxy"
 	"github.com/e41af43e/directus-realtime/internal/rest"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -344,7 +346,7 @@ func eq(field string, v any) map[string]any {
 func subscribe[K comparable, T any](h *harness, m *manager.Manager, r *replica[K, T], opts manager.SubscribeOptions, sopts store.Options[K, T]) *replica[K, T] {
 	sopts.Key = r.key
 	sopts.Logger = h.logger
-	r.coll = store.New(sopts)
+	r.coll = testutil.Must(store.New(sopts))
 	h.closers = append(h.closers, func() { _ = r.coll.Close() })
 	opts.Persistent = true
 	ctx, cancel := h.ctx()
@@ -366,11 +368,11 @@ func (h *harness) subscribeAll() {
 	subscribe(h, h.mA, &replica[int64, post]{label: "A posts published (fields)", collection: "posts", key: postKey,
 		match:   func(p post) bool { return p.Status == "published" },
 		project: func(p post) post { p.Views = 0; return p }},
-		manager.SubscribeOptions{Collection: "posts", Query: &conn.Query{Fields: []string{"id", "title", "status"}, Filter: eq("status", "published")}},
+		manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Fields: []string{"id", "title", "status"}, Filter: eq("status", "published")}},
 		store.Options[int64, post]{})
 	subscribe(h, h.mA, &replica[int64, post]{label: "A posts views>500", collection: "posts", key: postKey,
 		match: func(p post) bool { return p.Views > 500 }},
-		manager.SubscribeOptions{Collection: "posts", Query: &conn.Query{Filter: map[string]any{"views": map[string]any{"_gt": 500}}, Sort: []string{"-views"}}},
+		manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Filter: map[string]any{"views": map[string]any{"_gt": 500}}, Sort: []string{"-views"}}},
 		store.Options[int64, post]{})
 	subscribe(h, h.mA, &replica[string, tag]{label: "A tags", collection: "tags", strict: true, key: tagKey},
 		manager.SubscribeOptions{Collection: "tags"}, store.Options[string, tag]{})
@@ -378,7 +380,7 @@ func (h *harness) subscribeAll() {
 		manager.SubscribeOptions{Collection: "notes"}, store.Options[int64, note]{})
 	// A small queue, and a listener that blocks at the gate.
 	h.a6 = subscribe(h, h.mA, &replica[int64, post]{label: "A posts, queue 8", collection: "posts", strict: true, key: postKey},
-		manager.SubscribeOptions{Collection: "posts", Query: &conn.Query{Sort: []string{"-id"}}, QueueSize: 8},
+		manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Sort: []string{"-id"}}, QueueSize: 8},
 		store.Options[int64, post]{ListenerQueue: 64})
 	h.listen = &listenMirror{gate: h.gate, coll: h.a6.coll, rows: map[int64]post{}}
 	h.closers = append(h.closers, h.a6.coll.AddListener(h.listen))
@@ -387,11 +389,11 @@ func (h *harness) subscribeAll() {
 		manager.SubscribeOptions{Collection: "posts"}, store.Options[int64, post]{})
 	subscribe(h, h.mB, &replica[string, tag]{label: "B tags a*", collection: "tags", key: tagKey,
 		match: func(t tag) bool { return strings.HasPrefix(t.Name, "a") }},
-		manager.SubscribeOptions{Collection: "tags", Query: &conn.Query{Filter: map[string]any{"name": map[string]any{"_starts_with": "a"}}}},
+		manager.SubscribeOptions{Collection: "tags", Query: &protocol.Query{Filter: map[string]any{"name": map[string]any{"_starts_with": "a"}}}},
 		store.Options[string, tag]{})
 	subscribe(h, h.mB, &replica[int64, note]{label: "B notes level>=5 (quiet writes)", collection: "notes", key: noteKey,
 		match: func(n note) bool { return n.Level >= 5 }},
-		manager.SubscribeOptions{Collection: "notes", Query: &conn.Query{Filter: map[string]any{"level": map[string]any{"_gte": 5}}}},
+		manager.SubscribeOptions{Collection: "notes", Query: &protocol.Query{Filter: map[string]any{"level": map[string]any{"_gte": 5}}}},
 		store.Options[int64, note]{})
 
 	ctx, cancel := h.ctx()
@@ -399,13 +401,13 @@ func (h *harness) subscribeAll() {
 	// The slow handler: a hand-written replica behind the gate, queue 32.
 	h.mirror = newMirror(h.gate)
 	sub, err := h.mA.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Persistent: true, QueueSize: 32,
-		Query: &conn.Query{Limit: -1, Fields: []string{"*"}}}, h.mirror)
+		Query: &protocol.Query{Limit: -1, Fields: []string{"*"}}}, h.mirror)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.mirrorSub = sub
 	// An event-only subscription and a single-item one.
-	if _, err := h.mA.Subscribe(ctx, manager.SubscribeOptions{Collection: "tags", Event: conn.EventCreate, Persistent: true},
+	if _, err := h.mA.Subscribe(ctx, manager.SubscribeOptions{Collection: "tags", Event: protocol.EventCreate, Persistent: true},
 		handlers.HandlerFunc(func(ev handlers.Event) error {
 			if ev.Kind == handlers.KindCreate {
 				h.eventOnly.Add(1)
@@ -642,10 +644,10 @@ func (h *harness) requestItems(r *rand.Rand) {
 		var err error
 		switch op := r.IntN(3); {
 		case op == 0:
-			_, err = h.mA.Items(ctx, conn.ItemsMessage{Collection: "posts", Action: conn.ActionRead, Query: &conn.Query{Limit: 3}})
+			_, err = h.mA.Items(ctx, protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionRead, Query: &protocol.Query{Limit: 3}})
 		case op == 1 || len(mine) == 0:
-			var reply *conn.Message
-			reply, err = h.mA.Items(ctx, conn.ItemsMessage{Collection: "posts", Action: conn.ActionCreate,
+			var reply *protocol.Message
+			reply, err = h.mA.Items(ctx, protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionCreate,
 				Data: map[string]any{"title": "ws-" + strconv.Itoa(r.IntN(1e6)), "status": "draft", "views": 3}})
 			if err == nil {
 				var p post
@@ -655,7 +657,7 @@ func (h *harness) requestItems(r *rand.Rand) {
 			}
 		default:
 			id := mine[0]
-			_, err = h.mA.Items(ctx, conn.ItemsMessage{Collection: "posts", Action: conn.ActionDelete, ID: id})
+			_, err = h.mA.Items(ctx, protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionDelete, ID: id})
 			if err == nil {
 				mine = mine[1:]
 			}
@@ -675,7 +677,7 @@ func (h *harness) churn(r *rand.Rand) {
 	pause(r, 10)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	opts := manager.SubscribeOptions{Collection: "posts", Query: &conn.Query{Filter: eq("views", r.IntN(50)), Limit: 5}}
+	opts := manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Filter: eq("views", r.IntN(50)), Limit: 5}}
 	nop := handlers.HandlerFunc(func(handlers.Event) error { return nil })
 	var err error
 	if r.IntN(2) == 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // DefaultListenerQueue bounds the changes waiting for one listener. A
@@ -103,11 +104,11 @@ type Collection[K comparable, T any] struct {
 	inits, resyncs, events, errorEvents, staleSkipped, badRows, reconciles atomic.Uint64
 }
 
-// New returns an empty Collection. It panics if opts.Key is nil, which is a
-// programming error.
-func New[K comparable, T any](opts Options[K, T]) *Collection[K, T] {
+// New returns an empty Collection, or a *protocol.ConfigError for options it
+// cannot work with (Key is required).
+func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 	if opts.Key == nil {
-		panic("store: Options.Key is required")
+		return nil, &protocol.ConfigError{Field: "Key", Reason: "required"}
 	}
 	if opts.KeyField == "" {
 		opts.KeyField = "id"
@@ -134,7 +135,7 @@ func New[K comparable, T any](opts Options[K, T]) *Collection[K, T] {
 	for name, fn := range opts.Indexers {
 		c.indexes[name] = newIndex[K](fn)
 	}
-	return c
+	return c, nil
 }
 
 // lock takes the collection for a change; see rangeMu.

@@ -9,6 +9,7 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -28,15 +29,18 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	posts := store.New(store.Options[int64, Post]{
+	posts, err := store.New(store.Options[int64, Post]{
 		Key:      func(p Post) int64 { return p.ID },
 		Indexers: map[string]store.IndexFunc[Post]{"title": func(p Post) []string { return []string{p.Title} }},
 	})
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer posts.Close()
 	_, err = posts.Subscribe(context.Background(), m, manager.SubscribeOptions{
 		Collection: "posts",
 		Persistent: true,
-		Query:      &conn.Query{Filter: map[string]any{"status": map[string]any{"_eq": "published"}}},
+		Query:      &protocol.Query{Filter: map[string]any{"status": map[string]any{"_eq": "published"}}},
 	})
 	if err != nil {
 		log.Fatal(err)

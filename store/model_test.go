@@ -23,7 +23,9 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -40,8 +42,8 @@ var (
 
 // The filters of the replicas, as sent to the server and as evaluated by the
 // test on the server's rows.
-func modelPublishedQuery() *conn.Query {
-	return &conn.Query{
+func modelPublishedQuery() *protocol.Query {
+	return &protocol.Query{
 		Fields: []string{"id", "title", "status"},
 		Filter: map[string]any{"status": map[string]any{"_eq": "published"}},
 	}
@@ -49,8 +51,8 @@ func modelPublishedQuery() *conn.Query {
 
 func modelInPublished(p Post) bool { return p.Status == "published" }
 
-func modelViewsQuery() *conn.Query {
-	return &conn.Query{Filter: map[string]any{"_or": []any{
+func modelViewsQuery() *protocol.Query {
+	return &protocol.Query{Filter: map[string]any{"_or": []any{
 		map[string]any{"views": map[string]any{"_gt": 80}},
 		map[string]any{"_and": []any{
 			map[string]any{"views": map[string]any{"_in": modelViewsIn}},
@@ -118,7 +120,7 @@ type shadow[K comparable, T any] struct {
 func newReplica[K cmp.Ordered, T comparable](label string, opts manager.SubscribeOptions, sopts store.Options[K, T], r *replica[K, T]) *replica[K, T] {
 	r.label, r.opts = label, opts
 	sopts.Key = r.key
-	r.c = store.New(sopts)
+	r.c = testutil.Must(store.New(sopts))
 	return r
 }
 

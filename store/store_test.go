@@ -15,7 +15,9 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -30,7 +32,7 @@ type Post struct {
 
 func newPosts(opts store.Options[int64, Post]) *store.Collection[int64, Post] {
 	opts.Key = func(p Post) int64 { return p.ID }
-	return store.New(opts)
+	return testutil.Must(store.New(opts))
 }
 
 func ev(kind handlers.Kind, data string) handlers.Event {
@@ -92,7 +94,7 @@ func TestSingleItemAndStringKeys(t *testing.T) {
 		ID   string `json:"id"`
 		Name string `json:"name"`
 	}
-	tags := store.New(store.Options[string, Tag]{Key: func(t Tag) string { return t.ID }})
+	tags := testutil.Must(store.New(store.Options[string, Tag]{Key: func(t Tag) string { return t.ID }}))
 	defer tags.Close()
 	apply(t, tags,
 		ev(handlers.KindInit, `{"id":"7103850d","name":"one"}`), // single-item init: an object
@@ -145,7 +147,7 @@ func TestStaleGuard(t *testing.T) {
 		V       string    `json:"v"`
 		Updated time.Time `json:"date_updated"`
 	}
-	c := store.New(store.Options[int64, Row]{Key: func(r Row) int64 { return r.ID }, Stale: store.ByTime(func(r Row) time.Time { return r.Updated })})
+	c := testutil.Must(store.New(store.Options[int64, Row]{Key: func(r Row) int64 { return r.ID }, Stale: store.ByTime(func(r Row) time.Time { return r.Updated })}))
 	defer c.Close()
 	apply(t, c,
 		ev(handlers.KindInit, `[{"id":1,"v":"new","date_updated":"2026-11-23T10:00:00Z"}]`),
@@ -389,10 +391,10 @@ func TestQueryChecks(t *testing.T) {
 	defer c.Close()
 	var qe *store.QueryError
 	for _, opts := range []manager.SubscribeOptions{
-		{Collection: "posts", Event: conn.EventCreate},
-		{Collection: "posts", Query: &conn.Query{Offset: 10}},
-		{Collection: "posts", Query: &conn.Query{Page: 2}},
-		{Collection: "posts", Query: &conn.Query{Fields: []string{"title"}}},
+		{Collection: "posts", Event: protocol.EventCreate},
+		{Collection: "posts", Query: &protocol.Query{Offset: 10}},
+		{Collection: "posts", Query: &protocol.Query{Page: 2}},
+		{Collection: "posts", Query: &protocol.Query{Fields: []string{"title"}}},
 	} {
 		if _, err := c.Subscribe(ctx(t), e.m, opts); !errors.As(err, &qe) {
 			t.Errorf("%+v: %v", opts.Query, err)
@@ -401,7 +403,7 @@ func TestQueryChecks(t *testing.T) {
 	for i := 0; i < 150; i++ {
 		_, _ = e.srv.Quiet().Create("posts", map[string]any{"title": fmt.Sprint(i)})
 	}
-	sub, err := c.Subscribe(ctx(t), e.m, manager.SubscribeOptions{Collection: "posts", Persistent: true, Query: &conn.Query{Fields: []string{"id", "title"}}})
+	sub, err := c.Subscribe(ctx(t), e.m, manager.SubscribeOptions{Collection: "posts", Persistent: true, Query: &protocol.Query{Fields: []string{"id", "title"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +425,7 @@ func TestReconcileCorrectsWhatEventsCannot(t *testing.T) {
 	c := newPosts(store.Options[int64, Post]{})
 	defer c.Close()
 	if _, err := c.Subscribe(ctx(t), e.m, manager.SubscribeOptions{Collection: "posts", Persistent: true,
-		Query: &conn.Query{Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}}); err != nil {
+		Query: &protocol.Query{Filter: map[string]any{"status": map[string]any{"_eq": "published"}}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.WaitSynced(ctx(t)); err != nil || c.Len() != 5 {

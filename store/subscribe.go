@@ -7,8 +7,8 @@ import (
 	"slices"
 	"time"
 
-	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // QueryError reports subscribe options a replica cannot keep equal to the
@@ -24,8 +24,9 @@ var (
 	ErrNotSubscribed = errors.New("directus: the collection has no subscription")
 	// ErrSubscribed is returned by a second Subscribe.
 	ErrSubscribed = errors.New("directus: the collection is already subscribed")
-	// ErrClosed is returned after Close.
-	ErrClosed = errors.New("directus: the collection is closed")
+	// ErrClosed is returned after Close. It is protocol.ErrClosed, the
+	// value conn.ErrClosed and manager.ErrClosed also are.
+	ErrClosed = protocol.ErrClosed
 )
 
 // Subscribe subscribes the collection through m and returns once the first
@@ -68,11 +69,11 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 	return sub, nil
 }
 
-func (c *Collection[K, T]) replicaQuery(opts manager.SubscribeOptions) (*conn.Query, error) {
+func (c *Collection[K, T]) replicaQuery(opts manager.SubscribeOptions) (*protocol.Query, error) {
 	if opts.Event != "" {
 		return nil, &QueryError{Reason: "an event-only subscription carries no rows"}
 	}
-	q := conn.Query{Limit: -1}
+	q := protocol.Query{Limit: -1}
 	if opts.Query != nil {
 		q = *opts.Query
 		if q.Limit == 0 {

@@ -40,6 +40,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // Post is what the cache holds.
@@ -135,7 +136,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	before := posts.Generation(keyOf(first))
 	_, err = m.Subscribe(ctx, manager.SubscribeOptions{
 		Collection: "posts",
-		Query:      &conn.Query{Fields: []string{"id"}},
+		Query:      &protocol.Query{Fields: []string{"id"}},
 	}, handlers.Invalidate("id", posts.invalidate))
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)

@@ -36,6 +36,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 type config struct {
@@ -61,15 +62,15 @@ type page struct {
 var pages = []page{
 	{"/posts", []manager.SubscribeOptions{{
 		Collection: "posts",
-		Query:      &conn.Query{Fields: []string{"id", "title"}, Filter: map[string]any{"status": map[string]any{"_eq": "published"}}},
+		Query:      &protocol.Query{Fields: []string{"id", "title"}, Filter: map[string]any{"status": map[string]any{"_eq": "published"}}},
 	}}},
 	{"/drafts", []manager.SubscribeOptions{{
 		Collection: "posts",
-		Query:      &conn.Query{Fields: []string{"id", "title"}, Filter: map[string]any{"status": map[string]any{"_eq": "draft"}}},
+		Query:      &protocol.Query{Fields: []string{"id", "title"}, Filter: map[string]any{"status": map[string]any{"_eq": "draft"}}},
 	}}},
 	{"/tags", []manager.SubscribeOptions{
-		{Collection: "tags", Query: &conn.Query{Fields: []string{"id", "name"}}},
-		{Collection: "posts", Event: conn.EventCreate}, // a "new posts" badge
+		{Collection: "tags", Query: &protocol.Query{Fields: []string{"id", "name"}}},
+		{Collection: "posts", Event: protocol.EventCreate}, // a "new posts" badge
 	}},
 }
 
@@ -127,7 +128,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	global, err := m.Subscribe(ctx, manager.SubscribeOptions{
 		Collection: cfg.Collection,
 		UID:        "global-notifications",
-		Event:      conn.EventCreate,
+		Event:      protocol.EventCreate,
 		Persistent: true,
 	}, handlers.Typed[Notification]{
 		OnInit: func(ev handlers.Event, _ []Notification) error {
@@ -165,7 +166,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 	// would, and waits until the persistent subscription delivered it.
 	sent := 0
 	notify := func(subject string) error {
-		_, err := m.Items(ctx, conn.ItemsMessage{Collection: cfg.Collection, Action: conn.ActionCreate, Data: map[string]any{"subject": subject}})
+		_, err := m.Items(ctx, protocol.ItemsMessage{Collection: cfg.Collection, Action: protocol.ActionCreate, Data: map[string]any{"subject": subject}})
 		if err != nil {
 			return fmt.Errorf("create a notification: %w", err)
 		}

@@ -169,7 +169,10 @@ func replicate[K comparable, T any](ctx context.Context, r *replicator, key func
 	}
 
 	// The replica: a typed in-memory copy of the rows, keyed by primary key.
-	posts := store.New(store.Options[K, T]{Key: key, Logger: r.log})
+	posts, err := store.New(store.Options[K, T]{Key: key, Logger: r.log})
+	if err != nil {
+		return err
+	}
 	defer posts.Close()
 	// Persistent: the subscription lives until posts.Close, not only as long
 	// as ctx, so that the replica is still there for the final check.

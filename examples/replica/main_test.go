@@ -129,7 +129,7 @@ func TestCheckDiffers(t *testing.T) {
 	if _, err := srv.Create("posts", map[string]any{"title": "on the server", "status": "draft", "views": 0}); err != nil {
 		t.Fatal(err)
 	}
-	posts := store.New(store.Options[int64, Post]{Key: func(p Post) int64 { return p.ID }})
+	posts := testutil.Must(store.New(store.Options[int64, Post]{Key: func(p Post) int64 { return p.ID }}))
 	defer posts.Close()
 	// A replica that holds something else: applied by hand, no subscription.
 	_ = posts.Handle(handlers.Event{Kind: handlers.KindInit, Data: []byte(`[{"id":1,"title":"stale","status":"draft","views":0},{"id":9,"title":"gone"}]`)})

@@ -41,6 +41,7 @@ import (
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 //go:embed index.html
@@ -201,7 +202,7 @@ func (a *app) events(w http.ResponseWriter, r *http.Request) {
 	sub, err := a.m.Subscribe(ctx, manager.SubscribeOptions{Collection: collection, UID: uid}, forward)
 	if err != nil {
 		status := http.StatusBadGateway
-		if errors.Is(err, conn.ErrForbidden) || errors.Is(err, conn.ErrInvalidCollection) {
+		if errors.Is(err, protocol.ErrForbidden) || errors.Is(err, protocol.ErrInvalidCollection) {
 			status = http.StatusForbidden
 		}
 		a.log.Warn("subscribe failed", "collection", collection, "err", err)

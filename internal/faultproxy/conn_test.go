@@ -15,6 +15,7 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // stack is a server, a proxy in front of it and a client config aimed at
@@ -24,7 +25,7 @@ type stack struct {
 	p    *Proxy
 	cfg  conn.Config
 	errs chan error              // everything OnError receives
-	subs chan *conn.Message      // everything OnSubscription receives
+	subs chan *protocol.Message  // everything OnSubscription receives
 	c    *conn.Conn              // set by connect
 	st   <-chan conn.StateChange // set by connect
 }
@@ -34,7 +35,7 @@ func newStack(t *testing.T) *stack {
 	srv := directustest.NewServer(nil)
 	t.Cleanup(srv.Close)
 	p := newProxy(t, strings.TrimPrefix(srv.URL(), "http://"))
-	s := &stack{srv: srv, p: p, errs: make(chan error, 256), subs: make(chan *conn.Message, 256)}
+	s := &stack{srv: srv, p: p, errs: make(chan error, 256), subs: make(chan *protocol.Message, 256)}
 	s.cfg = conn.Config{
 		URL:            p.URL("http"),
 		Auth:           conn.Auth{Token: directustest.AdminToken},
@@ -47,7 +48,7 @@ func newStack(t *testing.T) *stack {
 			default:
 			}
 		},
-		OnSubscription: func(m *conn.Message) {
+		OnSubscription: func(m *protocol.Message) {
 			select {
 			case s.subs <- m:
 			default:
@@ -115,7 +116,7 @@ func (s *stack) waitError(t *testing.T, target error) error {
 }
 
 // waitSub waits for a subscription frame with the given event.
-func (s *stack) waitSub(t *testing.T, event string) *conn.Message {
+func (s *stack) waitSub(t *testing.T, event string) *protocol.Message {
 	t.Helper()
 	timeout := time.After(15 * time.Second)
 	for {
@@ -210,15 +211,15 @@ func TestConnSplitAndDelay(t *testing.T) {
 	s.p.SetDelay(delay)
 	s.connect(t)
 
-	if err := s.c.Send(ctxT(t), conn.SubscribeMessage{Collection: "posts", UID: "all"}); err != nil {
+	if err := s.c.Send(ctxT(t), protocol.SubscribeMessage{Collection: "posts", UID: "all"}); err != nil {
 		t.Fatal(err)
 	}
-	s.waitSub(t, conn.EventInit)
+	s.waitSub(t, protocol.EventInit)
 	title := strings.Repeat("split across reads ", 500) // a frame of about 10 KB
 	if _, err := s.srv.Create("posts", map[string]any{"title": title, "status": "published"}); err != nil {
 		t.Fatal(err)
 	}
-	ev := s.waitSub(t, conn.EventCreate)
+	ev := s.waitSub(t, protocol.EventCreate)
 	var created []struct {
 		Title string `json:"title"`
 	}
@@ -226,7 +227,7 @@ func TestConnSplitAndDelay(t *testing.T) {
 		t.Fatalf("create event data (%d bytes) did not survive: %v", len(ev.Data), err)
 	}
 
-	reply, err := s.c.Items(ctxT(t), conn.ItemsMessage{Collection: "posts", Action: conn.ActionRead, Query: &conn.Query{Limit: -1}})
+	reply, err := s.c.Items(ctxT(t), protocol.ItemsMessage{Collection: "posts", Action: protocol.ActionRead, Query: &protocol.Query{Limit: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Command compare runs the same seeded workload through three clients and
 // compares them: the library (manager + store.Collection), the smallest
-// hand-written Go client (bench.MinimalClient) and the official
+// hand-written Go client (harness.MinimalClient) and the official
 // @directus/sdk realtime client under Node 22 (bench/sdk/client.mjs, in its
 // two documented reading styles). Each client runs in a process of its own.
 //
@@ -13,7 +13,7 @@
 //     rate, so what differs is the time each one needs to converge after the
 //     last write, its end-to-end latency and whether its replica is right. A
 //     recorder connected alongside keeps every frame its subscription got.
-//   - firehose: a replay server (bench.ReplayServer) feeds each client in
+//   - firehose: a replay server (harness.ReplayServer) feeds each client in
 //     turn the identical recorded init and event frames as fast as the socket
 //     takes them, so the client's own processing rate is measured. Repeated
 //     -runs times; medians are reported.
@@ -33,7 +33,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/e41af43e/directus-realtime/bench"
+	"github.com/e41af43e/directus-realtime/bench/internal/harness"
 	"github.com/e41af43e/directus-realtime/directustest"
 )
 
@@ -64,9 +64,9 @@ func main() {
 	)
 	flag.Parse()
 	if *child != "" {
-		err := bench.RunChild(bench.ChildArgs{Client: *child, URL: *url, Token: *token, Events: *events, Times: *times, CPUProfile: *cpuprof}, os.Stdin, os.Stdout)
+		err := harness.RunChild(harness.ChildArgs{Client: *child, URL: *url, Token: *token, Events: *events, Times: *times, CPUProfile: *cpuprof}, os.Stdin, os.Stdout)
 		if err != nil {
-			_ = json.NewEncoder(os.Stdout).Encode(bench.Result{Client: *child, Error: err.Error()})
+			_ = json.NewEncoder(os.Stdout).Encode(harness.Result{Client: *child, Error: err.Error()})
 			os.Exit(1)
 		}
 		return
@@ -116,23 +116,23 @@ func defaultNode() string {
 	return "node"
 }
 
-func (c *config) spec(name string) (bench.ProcSpec, error) {
+func (c *config) spec(name string) (harness.ProcSpec, error) {
 	switch name {
 	case "lib", "lib-q1m", "minimal":
-		return bench.GoSpec(name)
+		return harness.GoSpec(name)
 	case "sdk-iter", "sdk-listener":
-		return bench.NodeSpec(c.node, c.sdkDir, strings.TrimPrefix(name, "sdk-")), nil
+		return harness.NodeSpec(c.node, c.sdkDir, strings.TrimPrefix(name, "sdk-")), nil
 	}
-	return bench.ProcSpec{}, fmt.Errorf("unknown client %q", name)
+	return harness.ProcSpec{}, fmt.Errorf("unknown client %q", name)
 }
 
 // liveResult is one client's figures in a live phase.
 type liveResult struct {
-	bench.Result
+	harness.Result
 	InitMS      float64
 	CPUPerEvent float64       // µs of CPU per event, from the init applied to the final state
 	Converge    time.Duration // replica final − last write returned
-	Latency     bench.Dist    // write start → event applied
+	Latency     harness.Dist  // write start → event applied
 }
 
 // livePhase is one live run.
@@ -147,7 +147,7 @@ type livePhase struct {
 // fireResult is one client's figures in the firehose phase (medians).
 type fireResult struct {
 	Name                              string
-	Runs                              []bench.Result
+	Runs                              []harness.Result
 	EventsPerSec, CPUPerEvent         float64 // events/s (wall), CPU µs per event
 	InitMS, InitCPUMS                 float64
 	HeapPerRow, LivePerRow, RSSPerRow float64
@@ -208,7 +208,7 @@ func run(cfg config) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
 	defer cancel()
-	w := bench.NewWorkload(cfg.seed, cfg.n, cfg.m)
+	w := harness.NewWorkload(cfg.seed, cfg.n, cfg.m)
 	rep := &report{When: time.Now().UTC(), Machine: machine(cfg), N: cfg.n, M: cfg.m, Seed: cfg.seed, Events: w.Events, Runs: cfg.runs}
 	fmt.Printf("workload: seed %d, init %d rows, %d writes -> %d events per subscription\n", cfg.seed, cfg.n, cfg.m, w.Events)
 
@@ -218,7 +218,7 @@ func run(cfg config) error {
 		k := int(cfg.pacedRate * cfg.pacedSeconds.Seconds())
 		client := &http.Client{Timeout: time.Minute}
 		defer client.CloseIdleConnections()
-		wr := bench.RESTWriter{URL: cfg.url, Token: cfg.token, Client: client}
+		wr := harness.RESTWriter{URL: cfg.url, Token: cfg.token, Client: client}
 		paced, _, err := live(ctx, cfg, w.Prefix(k), cfg.pacedRate, false, wr, cfg.url, cfg.token)
 		if err != nil {
 			return err
@@ -250,7 +250,7 @@ func run(cfg config) error {
 	}
 
 	// Firehose.
-	rs, err := bench.NewReplayServer(recording)
+	rs, err := harness.NewReplayServer(recording)
 	if err != nil {
 		return err
 	}
@@ -273,7 +273,7 @@ func run(cfg config) error {
 				spec.Argv = append(spec.Argv, "-cpuprofile", filepath.Join(cfg.profDir, fmt.Sprintf("%s-run%d.pprof", name, run+1)))
 			}
 			subs := rs.Subscribes()
-			p, err := bench.StartProc(ctx, spec, rs.URL(), directustest.AdminToken, w.Events, "")
+			p, err := harness.StartProc(ctx, spec, rs.URL(), directustest.AdminToken, w.Events, "")
 			if err != nil {
 				return err
 			}
@@ -290,13 +290,13 @@ func run(cfg config) error {
 	}
 	for _, name := range cfg.clients {
 		f := fires[name]
-		f.EventsPerSec = median(f.Runs, func(r bench.Result) float64 { return r.Throughput(w.Events) })
-		f.CPUPerEvent = median(f.Runs, func(r bench.Result) float64 { return r.CPUPerEvent(w.Events) })
-		f.InitMS = median(f.Runs, func(r bench.Result) float64 { return r.FirstInitAt - r.StartAt })
-		f.InitCPUMS = median(f.Runs, func(r bench.Result) float64 { return r.CPUInitMS })
-		f.HeapPerRow = median(f.Runs, func(r bench.Result) float64 { return r.HeapPerRow })
-		f.LivePerRow = median(f.Runs, func(r bench.Result) float64 { return r.LivePerRow })
-		f.RSSPerRow = median(f.Runs, func(r bench.Result) float64 { return r.RSSPerRow })
+		f.EventsPerSec = median(f.Runs, func(r harness.Result) float64 { return r.Throughput(w.Events) })
+		f.CPUPerEvent = median(f.Runs, func(r harness.Result) float64 { return r.CPUPerEvent(w.Events) })
+		f.InitMS = median(f.Runs, func(r harness.Result) float64 { return r.FirstInitAt - r.StartAt })
+		f.InitCPUMS = median(f.Runs, func(r harness.Result) float64 { return r.CPUInitMS })
+		f.HeapPerRow = median(f.Runs, func(r harness.Result) float64 { return r.HeapPerRow })
+		f.LivePerRow = median(f.Runs, func(r harness.Result) float64 { return r.LivePerRow })
+		f.RSSPerRow = median(f.Runs, func(r harness.Result) float64 { return r.RSSPerRow })
 		for _, r := range f.Runs {
 			if r.Correct {
 				f.Correct++
@@ -341,20 +341,20 @@ func writeReport(cfg config, rep *report) error {
 // in the out directory for the firehose.
 //
 // With wr set, the server is that one (url, token) instead.
-func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, record bool, wr bench.Writer, url, token string) (*livePhase, bench.Recording, error) {
-	var recording bench.Recording
+func live(ctx context.Context, cfg config, w *harness.Workload, rate float64, record bool, wr harness.Writer, url, token string) (*livePhase, harness.Recording, error) {
+	var recording harness.Recording
 	if wr == nil {
 		srv := directustest.NewServer(nil)
 		defer srv.Close()
-		wr, url, token = bench.DirectWriter{Srv: srv}, srv.URL(), directustest.AdminToken
+		wr, url, token = harness.DirectWriter{Srv: srv}, srv.URL(), directustest.AdminToken
 	}
 	model, err := w.SeedInit(ctx, wr)
 	if err != nil {
 		return nil, recording, err
 	}
-	var rec *bench.Recorder
+	var rec *harness.Recorder
 	if record {
-		if rec, err = bench.StartRecorder(ctx, url, token); err != nil {
+		if rec, err = harness.StartRecorder(ctx, url, token); err != nil {
 			return nil, recording, err
 		}
 	}
@@ -364,7 +364,7 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 	if rate > 0 {
 		tag = fmt.Sprintf("live-%.0f", rate)
 	}
-	procs := make([]*bench.Proc, 0, len(cfg.clients))
+	procs := make([]*harness.Proc, 0, len(cfg.clients))
 	defer func() {
 		for _, p := range procs {
 			p.Kill()
@@ -376,7 +376,7 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 			return nil, recording, err
 		}
 		times := filepath.Join(cfg.outDir, tag+"-"+name+".times")
-		p, err := bench.StartProc(ctx, spec, url, token, w.Events, times)
+		p, err := harness.StartProc(ctx, spec, url, token, w.Events, times)
 		if err != nil {
 			return nil, recording, err
 		}
@@ -388,14 +388,14 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 	}
 	phase.Duration = runRes.Last.Sub(runRes.First)
 	server, _ := wr.Rows(ctx)
-	if d := bench.Compare(server, model.Rows); !d.OK() {
+	if d := harness.Compare(server, model.Rows); !d.OK() {
 		return nil, recording, fmt.Errorf("the model differs from the server: %s", d)
 	}
 	expected := filepath.Join(cfg.outDir, tag+"-expected.json")
 	if record {
 		expected = filepath.Join(cfg.outDir, "expected.json")
 	}
-	if err := bench.WriteRows(expected, model.Sorted()); err != nil {
+	if err := harness.WriteRows(expected, model.Sorted()); err != nil {
 		return nil, recording, err
 	}
 	for _, p := range procs {
@@ -405,8 +405,8 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 		}
 		lr := liveResult{Result: r, InitMS: p.Ready.InitMS, CPUPerEvent: r.CPUPerEvent(w.Events)}
 		lr.Converge = time.Duration((r.DoneAt() - float64(runRes.Last.UnixNano())/1e6) * 1e6)
-		if ts, err := bench.ReadTimes(p.Times); err == nil && r.Events == w.Events && r.Inits == 1 {
-			lr.Latency = bench.Summarize(bench.Latencies(runRes.WriteStart, ts))
+		if ts, err := harness.ReadTimes(p.Times); err == nil && r.Events == w.Events && r.Inits == 1 {
+			lr.Latency = harness.Summarize(harness.Latencies(runRes.WriteStart, ts))
 		}
 		phase.Clients = append(phase.Clients, lr)
 	}
@@ -421,7 +421,7 @@ func live(ctx context.Context, cfg config, w *bench.Workload, rate float64, reco
 	return phase, recording, nil
 }
 
-func correct(r bench.Result) string {
+func correct(r harness.Result) string {
 	if r.Correct {
 		return "replica CORRECT"
 	}
@@ -435,7 +435,7 @@ func rateString(rate float64) string {
 	return fmt.Sprintf("%.0f/s", rate)
 }
 
-func median(rs []bench.Result, f func(bench.Result) float64) float64 {
+func median(rs []harness.Result, f func(harness.Result) float64) float64 {
 	if len(rs) == 0 {
 		return 0
 	}

@@ -28,7 +28,7 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/e41af43e/directus-realtime/bench"
+	"github.com/e41af43e/directus-realtime/bench/internal/harness"
 	"github.com/e41af43e/directus-realtime/directustest"
 )
 
@@ -71,7 +71,7 @@ func main() {
 func run(url, token string, n, m int, seed uint64, rate float64, rest bool, quiet time.Duration) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
 	defer cancel()
-	var wr bench.Writer
+	var wr harness.Writer
 	target := url
 	httpClient := &http.Client{Timeout: time.Minute}
 	defer httpClient.CloseIdleConnections()
@@ -80,15 +80,15 @@ func run(url, token string, n, m int, seed uint64, rate float64, rest bool, quie
 		defer srv.Close()
 		url, token = srv.URL(), directustest.AdminToken
 		target = "directustest (in process)"
-		wr = bench.DirectWriter{Srv: srv}
+		wr = harness.DirectWriter{Srv: srv}
 		if rest {
-			wr = bench.RESTWriter{URL: url, Token: token, Client: httpClient}
+			wr = harness.RESTWriter{URL: url, Token: token, Client: httpClient}
 			target += ", writes over REST"
 		}
 	} else {
-		wr = bench.RESTWriter{URL: url, Token: token, Client: httpClient}
+		wr = harness.RESTWriter{URL: url, Token: token, Client: httpClient}
 	}
-	w := bench.NewWorkload(seed, n, m)
+	w := harness.NewWorkload(seed, n, m)
 	fmt.Printf("target:    %s\n", target)
 	fmt.Printf("machine:   %d CPUs, %s, GOMAXPROCS %d\n", runtime.NumCPU(), runtime.Version(), runtime.GOMAXPROCS(0))
 	fmt.Printf("workload:  seed %d: init %d rows, then %d writes (%d events)\n", seed, n, m, w.Events)
@@ -103,25 +103,25 @@ func run(url, token string, n, m int, seed uint64, rate float64, rest bool, quie
 	// A first read through the server fills its caches (directustest keeps
 	// the encoding of every row), so that the memory measured next is the
 	// client's.
-	warm := &bench.MinimalClient{}
+	warm := &harness.MinimalClient{}
 	if err := warm.Start(ctx, url, token); err != nil {
 		return false, fmt.Errorf("warm-up: %w", err)
 	}
 	_ = warm.Close()
 
 	g0 := runtime.NumGoroutine()
-	before := bench.MeasureMem()
-	marks := bench.NewMarks(w.Events)
-	lib := &bench.LibClient{Marks: marks}
+	before := harness.MeasureMem()
+	marks := harness.NewMarks(w.Events)
+	lib := &harness.LibClient{Marks: marks}
 	start := time.Now()
 	if err := lib.Start(ctx, url, token); err != nil {
 		return false, fmt.Errorf("subscribing: %w", err)
 	}
 	defer lib.Close()
 	initTime := marks.FirstInitAt().Sub(start)
-	afterInit := bench.MeasureMem()
+	afterInit := harness.MeasureMem()
 	rows := lib.Coll.Len()
-	inuse, live, rss := bench.PerRow(before, afterInit, rows)
+	inuse, live, rss := harness.PerRow(before, afterInit, rows)
 	g1 := runtime.NumGoroutine()
 	fmt.Printf("init:      %d rows applied in %s (subscribe to replica ready)\n", rows, initTime.Round(time.Microsecond))
 	fmt.Printf("memory:    %.1f B/row heap in use, %.1f B/row live heap, %.1f B/row RSS (after GC, minus before subscribing)\n", inuse, live, rss)
@@ -136,7 +136,7 @@ func run(url, token string, n, m int, seed uint64, rate float64, rest bool, quie
 		float64(len(w.Ops))/writeTime.Seconds(), float64(w.Events)/writeTime.Seconds())
 	gRun := runtime.NumGoroutine()
 
-	converged := func() bool { return bench.Compare(lib.Rows(), model.Rows).OK() }
+	converged := func() bool { return harness.Compare(lib.Rows(), model.Rows).OK() }
 	waitErr := marks.WaitDone(ctx, w.Events, quiet, converged)
 	done := marks.Last()
 	if marks.InitAt().After(done) {
@@ -150,7 +150,7 @@ func run(url, token string, n, m int, seed uint64, rate float64, rest bool, quie
 	}
 	fmt.Printf("converged: %s after the last write returned\n", done.Sub(res.Last).Round(time.Microsecond))
 	if applied == w.Events && marks.Inits() == 1 {
-		d := bench.Summarize(bench.Latencies(res.WriteStart, marks.Times()))
+		d := harness.Summarize(harness.Latencies(res.WriteStart, marks.Times()))
 		fmt.Printf("latency:   write start -> applied to the replica: %s\n", d)
 	} else {
 		fmt.Println("latency:   n/a (events were replaced by a resync init)")
@@ -165,8 +165,8 @@ func run(url, token string, n, m int, seed uint64, rate float64, rest bool, quie
 	if err != nil {
 		return false, err
 	}
-	dModel := bench.Compare(server, model.Rows)
-	dReplica := bench.Compare(lib.Rows(), model.Rows)
+	dModel := harness.Compare(server, model.Rows)
+	dReplica := harness.Compare(lib.Rows(), model.Rows)
 	fmt.Printf("check:     server vs expected: %s; replica vs expected: %s (%d rows)\n", dModel, dReplica, len(model.Rows))
 	if waitErr != nil {
 		fmt.Printf("           stopped waiting: %v\n", waitErr)

@@ -1,7 +1,7 @@
-// Package bench measures the library against a fixed, seeded workload.
+// Package harness measures the library against a fixed, seeded workload.
 //
 // It holds the Go benchmarks (bench_test.go, run with
-// go test -bench . -benchmem ./bench/) and the pieces that the load tool
+// go test -bench . -benchmem ./bench/...) and the pieces that the load tool
 // (bench/cmd/load) and the three-way comparison (bench/cmd/compare) share:
 //
 //   - Workload: an init of N rows of the seeded posts collection, then M
@@ -21,4 +21,4 @@
 //     script of the official @directus/sdk (bench/sdk).
 //
 // Nothing here is part of the library's API.
-package bench
+package harness

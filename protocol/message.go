@@ -1,4 +1,4 @@
-package conn
+package protocol
 
 import (
 	"bytes"
@@ -126,7 +126,7 @@ func (m AuthMessage) MarshalJSON() ([]byte, error) {
 	}{"auth", plain(m)})
 }
 
-func (m AuthMessage) form() string {
+func (m AuthMessage) Form() string {
 	switch {
 	case m.AccessToken != "":
 		return "access_token"
@@ -139,14 +139,14 @@ func (m AuthMessage) form() string {
 }
 
 // String never shows the credentials.
-func (m AuthMessage) String() string { return "auth(" + m.form() + ", uid " + string(m.UID) + ")" }
+func (m AuthMessage) String() string { return "auth(" + m.Form() + ", uid " + string(m.UID) + ")" }
 
 // GoString never shows the credentials.
-func (m AuthMessage) GoString() string { return "conn.AuthMessage{" + m.form() + ", redacted}" }
+func (m AuthMessage) GoString() string { return "conn.AuthMessage{" + m.Form() + ", redacted}" }
 
 // LogValue never shows the credentials.
 func (m AuthMessage) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("form", m.form()), slog.String("uid", string(m.UID)))
+	return slog.GroupValue(slog.String("form", m.Form()), slog.String("uid", string(m.UID)))
 }
 
 // SubscribeMessage is the client's subscribe frame.

@@ -1,4 +1,4 @@
-package bench
+package harness
 
 import (
 	"bytes"
@@ -16,7 +16,9 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -52,7 +54,7 @@ type applier interface {
 	len() int
 }
 
-// libApplier is the library's path for one frame: conn.DecodeMessage (what
+// libApplier is the library's path for one frame: protocol.DecodeMessage (what
 // the connection's read loop does), the handlers.Event the manager builds,
 // and store.Collection.Handle (what the subscription's handler does). The
 // manager's routing and queue are left out here; the firehose benchmark
@@ -62,11 +64,11 @@ type libApplier struct {
 }
 
 func newLibApplier() *libApplier {
-	return &libApplier{coll: store.New(store.Options[int64, Post]{Key: func(p Post) int64 { return p.ID }})}
+	return &libApplier{coll: testutil.Must(store.New(store.Options[int64, Post]{Key: func(p Post) int64 { return p.ID }}))}
 }
 
 func (a *libApplier) apply(frame []byte) error {
-	msg, err := conn.DecodeMessage(frame)
+	msg, err := protocol.DecodeMessage(frame)
 	if err != nil {
 		return err
 	}
@@ -105,10 +107,10 @@ var appliers = []struct {
 	// The library with Options.Equal set to ==, which Post allows: what the
 	// default reflect.DeepEqual costs.
 	{"lib-equal", func() applier {
-		return &libApplier{coll: store.New(store.Options[int64, Post]{
+		return &libApplier{coll: testutil.Must(store.New(store.Options[int64, Post]{
 			Key:   func(p Post) int64 { return p.ID },
 			Equal: func(a, b Post) bool { return a == b },
-		})}
+		}))}
 	}},
 }
 
@@ -162,7 +164,7 @@ func BenchmarkApply(b *testing.B) {
 }
 
 // BenchmarkEnvelope decodes the envelope of one frame, as the connection's
-// read loop does before routing it: conn.DecodeMessage (one pass into eight
+// read loop does before routing it: protocol.DecodeMessage (one pass into eight
 // json.RawMessage fields, which copies data, then a json.Unmarshal each for
 // type, event and uid) against onepass, a sketch of the same result in a
 // single json.Unmarshal with string fields (what the report proposes).
@@ -172,10 +174,10 @@ func BenchmarkEnvelope(b *testing.B) {
 		rows int
 	}{{"create", 1}, {"update10", 10}} {
 		frame := eventFrame(nil, "update", 1, fr.rows, 1)
-		b.Run(fr.name+"/conn.DecodeMessage", func(b *testing.B) {
+		b.Run(fr.name+"/protocol.DecodeMessage", func(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
-				if _, err := conn.DecodeMessage(frame); err != nil {
+				if _, err := protocol.DecodeMessage(frame); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -185,7 +187,7 @@ func BenchmarkEnvelope(b *testing.B) {
 			for range b.N {
 				var m struct {
 					Type, Event, Status string
-					UID                 conn.UID
+					UID                 protocol.UID
 					Data, Meta          json.RawMessage
 				}
 				if err := json.Unmarshal(frame, &m); err != nil || m.Event == "" {
@@ -328,7 +330,7 @@ func BenchmarkFanout1000(b *testing.B) {
 			g.SetLimit(32)
 			for i := range subs {
 				opts := manager.SubscribeOptions{Collection: "posts", Persistent: true, UID: "s" + strconv.Itoa(i),
-					Query: &conn.Query{Fields: []string{"id", "title"}}}
+					Query: &protocol.Query{Fields: []string{"id", "title"}}}
 				if mode == "distinct" {
 					opts.Query.Filter = map[string]any{"id": map[string]any{"_neq": -1 - i}}
 				}
@@ -386,7 +388,7 @@ func BenchmarkRestore10k(b *testing.B) {
 	g.SetLimit(64)
 	for i := range subs {
 		opts := manager.SubscribeOptions{Collection: "posts", Persistent: true, UID: "s" + strconv.Itoa(i),
-			Query: &conn.Query{Filter: map[string]any{"views": map[string]any{"_eq": i}}}}
+			Query: &protocol.Query{Filter: map[string]any{"views": map[string]any{"_eq": i}}}}
 		g.Go(func() error { _, err := m.Subscribe(gctx, opts, h); return err })
 	}
 	if err := g.Wait(); err != nil {

@@ -1,8 +1,9 @@
-package conn
+package protocol
 
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -103,13 +104,10 @@ func TestOutgoingFrames(t *testing.T) {
 }
 
 func TestCredentialsNeverPrinted(t *testing.T) {
-	a := Auth{Token: "s3cret-token", Email: "e@x", Password: "s3cret-pass", RefreshToken: "s3cret-refresh"}
 	m := AuthMessage{AccessToken: "s3cret-token", Password: "s3cret-pass", RefreshToken: "s3cret-refresh"}
-	cfg := Config{URL: "http://x", Auth: a}
 	for _, s := range []string{
-		a.String(), a.GoString(), a.LogValue().String(), m.String(), m.GoString(), m.LogValue().String(),
-		sprintf("%v", a), sprintf("%+v", a), sprintf("%#v", a), sprintf("%v", cfg), sprintf("%+v", cfg),
-		sprintf("%v", m), sprintf("%+v", m),
+		m.String(), m.GoString(), m.LogValue().String(),
+		fmt.Sprintf("%v", m), fmt.Sprintf("%+v", m), fmt.Sprintf("%#v", m), fmt.Sprintf("%v", &m),
 	} {
 		if strings.Contains(s, "s3cret") {
 			t.Errorf("credential printed: %s", s)

@@ -1,4 +1,4 @@
-package bench
+package harness
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/manager"
+	"github.com/e41af43e/directus-realtime/protocol"
 	"github.com/e41af43e/directus-realtime/store"
 )
 
@@ -159,7 +160,11 @@ func (c *LibClient) Start(ctx context.Context, url, token string) error {
 	if c.StoreOptions != nil {
 		opts = *c.StoreOptions
 	}
-	coll := store.New(opts)
+	coll, err := store.New(opts)
+	if err != nil {
+		_ = m.Close()
+		return err
+	}
 	marks := c.Marks
 	h := handlers.HandlerFunc(func(ev handlers.Event) error {
 		err := coll.Handle(ev)
@@ -174,7 +179,7 @@ func (c *LibClient) Start(ctx context.Context, url, token string) error {
 	// What store.Collection.Subscribe does, with the marking handler: every
 	// row (limit -1), returned once the init is applied.
 	sub, err := m.Subscribe(ctx, manager.SubscribeOptions{
-		Collection: "posts", Query: &conn.Query{Limit: -1}, Persistent: true,
+		Collection: "posts", Query: &protocol.Query{Limit: -1}, Persistent: true,
 	}, h)
 	if err == nil {
 		err = coll.WaitSynced(ctx)

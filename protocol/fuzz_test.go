@@ -1,4 +1,4 @@
-package conn_test
+package protocol_test
 
 // Fuzz targets for the decoding of inbound frames. Run them with
 // scripts/fuzz.sh, or one at a time:
@@ -17,9 +17,9 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/internal/transcript"
+	"github.com/e41af43e/directus-realtime/protocol"
 )
 
 // transcriptFrames returns every WebSocket frame of both transcripts.
@@ -52,7 +52,7 @@ func FuzzDecodeMessage(f *testing.F) {
 		f.Add([]byte(fr))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := conn.DecodeMessage(b)
+		m, err := protocol.DecodeMessage(b)
 		if err != nil {
 			checkDecodeError(t, b, m, err)
 			return
@@ -61,16 +61,16 @@ func FuzzDecodeMessage(f *testing.F) {
 	})
 }
 
-func checkDecodeError(t *testing.T, b []byte, m *conn.Message, err error) {
+func checkDecodeError(t *testing.T, b []byte, m *protocol.Message, err error) {
 	t.Helper()
 	if m != nil {
 		t.Fatalf("DecodeMessage returned a message and the error %v", err)
 	}
-	var pe *conn.ProtocolError
+	var pe *protocol.ProtocolError
 	if !errors.As(err, &pe) {
 		t.Fatalf("error %T %v is not a *ProtocolError", err, err)
 	}
-	if !errors.Is(err, conn.ErrProtocol) {
+	if !errors.Is(err, protocol.ErrProtocol) {
 		t.Fatalf("error %v does not match ErrProtocol", err)
 	}
 	if pe.Size != len(b) {
@@ -85,7 +85,7 @@ func checkDecodeError(t *testing.T, b []byte, m *conn.Message, err error) {
 	}
 }
 
-func checkMessage(t *testing.T, b []byte, m *conn.Message) {
+func checkMessage(t *testing.T, b []byte, m *protocol.Message) {
 	t.Helper()
 	if m == nil {
 		t.Fatal("DecodeMessage returned neither a message nor an error")
@@ -101,12 +101,12 @@ func checkMessage(t *testing.T, b []byte, m *conn.Message) {
 		if m.Err.Type != m.Type || m.Err.UID != m.UID {
 			t.Fatalf("ServerError %+v does not match its frame (type %q, uid %q)", *m.Err, m.Type, m.UID)
 		}
-		if !errors.Is(m.Err, &conn.ServerError{Code: m.Err.Code}) {
+		if !errors.Is(m.Err, &protocol.ServerError{Code: m.Err.Code}) {
 			t.Fatalf("ServerError %v does not match its own code", m.Err)
 		}
 		_ = m.Err.Error()
 	}
-	if m.Type == conn.TypeSubscription && m.Event == "" {
+	if m.Type == protocol.TypeSubscription && m.Event == "" {
 		t.Fatal("subscription frame accepted without event")
 	}
 	for name, raw := range map[string]json.RawMessage{"data": m.Data, "meta": m.Meta} {
@@ -165,7 +165,7 @@ type refMessage struct {
 	usable, known                              bool
 	why                                        string
 	typ, event, status, refresh, code, message string
-	uid                                        conn.UID
+	uid                                        protocol.UID
 	data, meta                                 json.RawMessage
 }
 
@@ -228,9 +228,9 @@ func reference(b []byte) (ref refMessage, ok bool) {
 		case raw[0] == '"':
 			var s string
 			_ = json.Unmarshal(raw, &s)
-			ref.uid = conn.UID(s)
+			ref.uid = protocol.UID(s)
 		case raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9'):
-			ref.uid = conn.UID(raw) // a number keeps its text
+			ref.uid = protocol.UID(raw) // a number keeps its text
 		default:
 			ref.why = "uid neither string nor number"
 			return ref, true
@@ -277,7 +277,7 @@ func FuzzUIDUnmarshal(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// The path encoding/json takes (it trims the whitespace around a
 		// value before calling UnmarshalJSON).
-		var viaJSON conn.UID
+		var viaJSON protocol.UID
 		errJSON := json.Unmarshal(b, &viaJSON)
 		trimmed := bytes.TrimSpace(b)
 		kind := testutil.JSONKind(b)
@@ -285,11 +285,11 @@ func FuzzUIDUnmarshal(f *testing.F) {
 		case "string":
 			var s string
 			_ = json.Unmarshal(b, &s)
-			if errJSON != nil || viaJSON != conn.UID(s) {
+			if errJSON != nil || viaJSON != protocol.UID(s) {
 				t.Fatalf("string %q: uid %q, %v; want %q", b, viaJSON, errJSON, s)
 			}
 		case "number":
-			if errJSON != nil || viaJSON != conn.UID(trimmed) {
+			if errJSON != nil || viaJSON != protocol.UID(trimmed) {
 				t.Fatalf("number %q: uid %q, %v; want its text", b, viaJSON, errJSON)
 			}
 		case "null":
@@ -304,7 +304,7 @@ func FuzzUIDUnmarshal(f *testing.F) {
 
 		// Called directly, on a value without surrounding whitespace, it
 		// agrees with the encoding/json path.
-		var direct conn.UID
+		var direct protocol.UID
 		errDirect := direct.UnmarshalJSON(b)
 		if len(trimmed) == len(b) && ((errDirect == nil) != (errJSON == nil) || direct != viaJSON) {
 			t.Fatalf("UnmarshalJSON(%q) = %q, %v; json.Unmarshal gives %q, %v", b, direct, errDirect, viaJSON, errJSON)
@@ -319,7 +319,7 @@ func FuzzUIDUnmarshal(f *testing.F) {
 		}
 		// Round trip of any valid UTF-8 string sent as a uid.
 		if s := string(b); utf8.ValidString(s) {
-			if again := roundTripUID(t, conn.UID(s)); again != conn.UID(s) {
+			if again := roundTripUID(t, protocol.UID(s)); again != protocol.UID(s) {
 				t.Fatalf("string uid %q came back as %q", s, again)
 			}
 		}
@@ -328,7 +328,7 @@ func FuzzUIDUnmarshal(f *testing.F) {
 		// exactly when the uid is rejected.
 		if json.Valid(b) {
 			frame := append(append([]byte(`{"type":"pong","uid":`), b...), '}')
-			m, err := conn.DecodeMessage(frame)
+			m, err := protocol.DecodeMessage(frame)
 			if (err == nil) != (errJSON == nil) || (err == nil && m.UID != viaJSON) {
 				t.Fatalf("pong frame with uid %q: %v, %v; UID alone: %q, %v", b, m, err, viaJSON, errJSON)
 			}
@@ -337,14 +337,14 @@ func FuzzUIDUnmarshal(f *testing.F) {
 }
 
 // roundTripUID encodes u as the client would and decodes it again.
-func roundTripUID(t *testing.T, u conn.UID) conn.UID {
+func roundTripUID(t *testing.T, u protocol.UID) protocol.UID {
 	t.Helper()
-	enc, err := json.Marshal(conn.PingMessage{UID: u})
+	enc, err := json.Marshal(protocol.PingMessage{UID: u})
 	if err != nil {
 		t.Fatalf("encoding uid %q: %v", u, err)
 	}
 	var back struct {
-		UID conn.UID `json:"uid"`
+		UID protocol.UID `json:"uid"`
 	}
 	if err := json.Unmarshal(enc, &back); err != nil {
 		t.Fatalf("decoding %s: %v", enc, err)
