@@ -1,5 +1,5 @@
 // Package conformance holds no code, only tests: a suite that runs the
-// scenarios of the project's protocol notes (PROTOCOL.md: auth H*, modes T*
+// scenarios of the project's protocol notes (docs/PROTOCOL.md: auth H*, modes T*
 // and Q*, subscriptions S* and U*, events R*, permissions P*, expiry X*,
 // heartbeat HB, shutdown Z*) with this library — conn, manager, handlers
 // and store, never raw sockets — against a target server, and checks that

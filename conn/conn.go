@@ -238,7 +238,7 @@ func (c *Conn) Send(ctx context.Context, v any) error {
 }
 
 // Items performs an items request and returns its reply: Data holds the
-// items (an array, an object or keys, per PROTOCOL.md §6). A server error is
+// items (an array, an object or keys, per docs/PROTOCOL.md §6). A server error is
 // returned as *ServerError; a request without reply in time as ErrTimeout.
 // The UID of msg is replaced by a fresh one.
 func (c *Conn) Items(ctx context.Context, msg protocol.ItemsMessage) (*protocol.Message, error) {

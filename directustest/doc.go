@@ -12,7 +12,7 @@
 // # Reference
 //
 // The behaviour is that of Directus 12.4.1 as observed on a real server and
-// recorded frame by frame in the project's shared notes (PROTOCOL.md and
+// recorded frame by frame in the project's shared notes (docs/PROTOCOL.md and
 // transcript.txt). The package's tests replay every scenario of that
 // transcript against this server and compare the frames byte for byte, after
 // mapping only tokens, refresh tokens and UUIDs (integer ids are made equal

@@ -16,7 +16,7 @@ const (
 	codeRouteNotFound      = "ROUTE_NOT_FOUND"
 )
 
-// Messages observed on Directus 12.4.1 (PROTOCOL.md §9).
+// Messages observed on Directus 12.4.1 (docs/PROTOCOL.md §9).
 const (
 	msgHandshakeFailed  = "Authentication handshake failed."
 	msgAuthFailed       = "Authentication failed."

@@ -1,6 +1,6 @@
 package directustest
 
-// Event dispatch (PROTOCOL.md §5.2). Every write calls one of the dispatch
+// Event dispatch (docs/PROTOCOL.md §5.2). Every write calls one of the dispatch
 // functions while still holding Server.mu, so the frames of all connections
 // are queued in commit order, and a subscriber can never see a frame of a
 // later write before one of an earlier write.

@@ -46,7 +46,7 @@ type inMsg struct {
 }
 
 // parseInbound applies the base message schema. Errors carry the exact
-// messages of Directus (PROTOCOL.md §9, M1–M3).
+// messages of Directus (docs/PROTOCOL.md §9, M1–M3).
 func parseInbound(data []byte) (*inMsg, *dxError) {
 	if !json.Valid(data) {
 		return nil, errInvalidPayload(msgUnparsable)

@@ -2,7 +2,7 @@ package directustest
 
 import "time"
 
-// The heartbeat (PROTOCOL.md §7): one global timer, running while at least
+// The heartbeat (docs/PROTOCOL.md §7): one global timer, running while at least
 // one connection exists. On each tick every connection past the handshake
 // that was pinged on the previous tick and has sent no valid non-auth frame
 // since is closed (1005, no error frame); every other one gets

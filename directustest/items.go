@@ -127,7 +127,7 @@ func jsTypeOfValue(v any, present bool) string {
 	return "object"
 }
 
-// handleItemsLocked implements the items message (PROTOCOL.md §6).
+// handleItemsLocked implements the items message (docs/PROTOCOL.md §6).
 func (s *Server) handleItemsLocked(c *wsConn, m *inMsg) {
 	req, err := parseItems(m)
 	if err != nil {

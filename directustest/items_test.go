@@ -8,7 +8,7 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Branches of the items message beyond the transcript (PROTOCOL.md §6).
+// Branches of the items message beyond the transcript (docs/PROTOCOL.md §6).
 func TestItemsActions(t *testing.T) {
 	srv := newServer(t, nil)
 	seedPosts(t, srv)

@@ -288,7 +288,7 @@ func (s *Server) Create(collection string, items ...map[string]any) ([]map[strin
 // updated items. One update event is emitted per call, for all keys. The
 // keys keep their Go type in the event matching: a single-item subscription
 // only sees the update when its key is given as a string, exactly as on a
-// real Directus (PROTOCOL.md §5.2).
+// real Directus (docs/PROTOCOL.md §5.2).
 func (s *Server) Update(collection string, keys []any, patch map[string]any) ([]map[string]any, error) {
 	return s.loud.Update(collection, keys, patch)
 }

@@ -140,7 +140,7 @@ func subscribeIssue(m *inMsg) (collection, event string, item uidVal, query map[
 	return collection, event, item, query, queryRaw, ""
 }
 
-// handleSubscribeLocked implements subscribe (PROTOCOL.md §5). Unlike
+// handleSubscribeLocked implements subscribe (docs/PROTOCOL.md §5). Unlike
 // Directus, the init read and the registration happen atomically: no write
 // can fall between them.
 func (s *Server) handleSubscribeLocked(c *wsConn, m *inMsg) {

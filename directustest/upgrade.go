@@ -13,7 +13,7 @@ import (
 )
 
 // handleUpgrade performs the checks Directus makes before accepting a
-// WebSocket (PROTOCOL.md §3.1, §10) and then runs the connection.
+// WebSocket (docs/PROTOCOL.md §3.1, §10) and then runs the connection.
 func (s *Server) handleUpgrade(w http.ResponseWriter, r *http.Request, epoch uint64) {
 	if origin := r.Header.Get("Origin"); origin != "" && !s.originAllowed(origin, r) {
 		s.logf("upgrade refused: foreign origin")

@@ -8,7 +8,7 @@
 // different subscriptions run concurrently. A handler's error is counted on
 // its subscription and reported; it does not stop delivery.
 //
-// Directus sends events whose data depends on the subscription (PROTOCOL.md
+// Directus sends events whose data depends on the subscription (docs/PROTOCOL.md
 // §5): init, create and update carry an array of items, or one object for a
 // single-item subscription; delete carries the raw keys as the deleting
 // request named them, strings or numbers for the same collection, or a bare

@@ -174,7 +174,7 @@ var knownTypes = map[string]bool{
 	"items": true, "ping": true, "pong": true, "server": true,
 }
 
-// reference decodes b through a map, following PROTOCOL.md §4. ok is false
+// reference decodes b through a map, following docs/PROTOCOL.md §4. ok is false
 // when the comparison would be meaningless: encoding/json matches struct
 // fields case-insensitively, so a frame with a key that differs from one
 // of wireKeys only in case is decoded differently by design.

@@ -293,7 +293,7 @@ type wireMessage struct {
 
 // DecodeMessage decodes one frame. It returns a *ProtocolError for invalid
 // JSON, a value that is not an object, a missing or non-string type, and, for
-// the types of PROTOCOL.md §4, fields of the wrong shape. Frames of other
+// the types of docs/PROTOCOL.md §4, fields of the wrong shape. Frames of other
 // types are returned with only Type (and Data/Meta) set, unvalidated.
 //
 // Keys match exactly, as Directus writes them. Data and Meta are subslices

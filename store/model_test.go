@@ -654,7 +654,7 @@ func (d *modelRun) postKey(id int64) any {
 
 // updateKey is postKey for updates. Without the full variant, the item of
 // the single-item subscription is always named by a string: Directus never
-// sends it updates whose keys are JSON numbers (PROTOCOL.md §5.2), which only
+// sends it updates whose keys are JSON numbers (docs/PROTOCOL.md §5.2), which only
 // a reconcile corrects.
 func (d *modelRun) updateKey(id int64) any {
 	if !d.full && id == d.itemID {

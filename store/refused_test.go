@@ -9,7 +9,7 @@ import (
 )
 
 // A single-item replica whose item is deleted by a batch delete (keys as
-// JSON numbers, which Directus never matches against the item: PROTOCOL.md
+// JSON numbers, which Directus never matches against the item: docs/PROTOCOL.md
 // §5.2) gets no delete event. Its reconcile is refused (FORBIDDEN: the item
 // is gone) and empties the replica instead of keeping the deleted row
 // forever. Found by the conformance suite against Directus 12.4.1.
