@@ -207,6 +207,17 @@ func (c *credentials) canRefresh() bool {
 	return c.auth.TokenSource != nil || c.refreshToken != "" || c.auth.Email != ""
 }
 
+// expiredForGood reports whether no authentication can succeed any more:
+// the only credential is a JWT whose exp has passed, and nothing (token
+// source, refresh token, email and password) can get another.
+func (c *credentials) expiredForGood(now time.Time) bool {
+	if c.canRefresh() || c.auth.Token == "" {
+		return false
+	}
+	exp := jwtExpiry(c.auth.Token)
+	return !exp.IsZero() && !now.Before(exp)
+}
+
 // minLearnedTTL is the shortest lifetime learnTTL believes. A TOKEN_EXPIRED
 // sooner than that after the last auth is not a token running its course
 // (the server expired it early, or a refresh had just reset the clock), and

@@ -48,6 +48,17 @@ const (
 
 	// DefaultSendQueue is the number of frames that may wait for the writer.
 	DefaultSendQueue = 256
+
+	// DefaultMaxHeldBytes bounds the subscription frames a session holds
+	// back until its OnConnect hook has run (and, after TOKEN_EXPIRED, until
+	// the re-authentication). Past it the session is dropped and replaced
+	// rather than buffer a flood for as long as a hook or an auth reply
+	// takes.
+	DefaultMaxHeldBytes int64 = 64 << 20
+
+	// DefaultCloseTimeout bounds how long Close waits for user callbacks
+	// (OnStateChange, OnError, OnRefreshToken) that are still running.
+	DefaultCloseTimeout = 10 * time.Second
 )
 
 // Config configures a Conn. The zero value of every field means its default;
@@ -65,8 +76,20 @@ type Config struct {
 	Header http.Header
 
 	// HTTPClient performs the upgrade; set its Transport for custom TLS.
-	// nil means http.DefaultClient.
+	// nil means http.DefaultClient. Its CheckRedirect is not used: see
+	// FollowRedirects. When its Transport is an *http.Transport (or nil),
+	// each upgrade uses a clone of it, so that the Conn holds the raw
+	// connection and can always close a session at once; with another
+	// RoundTripper a close of a dead link may take up to 10 s.
 	HTTPClient *http.Client
+
+	// FollowRedirects allows redirects of the upgrade request, but only to
+	// the configured host and port and never from https to http, and
+	// without the Referer header (which holds the token in strict mode).
+	// By default no redirect is followed: Directus never redirects its
+	// realtime endpoint, and the target of a redirect would receive the
+	// credentials. A refused redirect is a *RedirectError.
+	FollowRedirects bool
 
 	// ReadLimit is the largest frame accepted, in bytes: 0 means
 	// DefaultReadLimit, a negative value means no limit. A larger frame ends
@@ -94,6 +117,21 @@ type Config struct {
 	MaxPendingRequests int
 	// SendQueue is the capacity of the outgoing frame queue (0 = default).
 	SendQueue int
+	// MaxHeldBytes bounds the subscription frames held back while a session
+	// gets ready (0 means DefaultMaxHeldBytes).
+	MaxHeldBytes int64
+
+	// CloseTimeout bounds how long Close waits for callbacks still running
+	// (0 means DefaultCloseTimeout). Callbacks still running then are
+	// abandoned: their goroutine ends when they return, and nothing else is
+	// delivered.
+	CloseTimeout time.Duration
+
+	// CrashOnPanic turns off the recovery of panics in callbacks (OnConnect,
+	// OnSubscription, OnStateChange, OnError, OnRefreshToken, TokenSource).
+	// By default a panic is recovered and reported to OnError as a
+	// *protocol.PanicError with its stack, and the Conn goes on.
+	CrashOnPanic bool
 
 	// Logger receives debug and warning logs. nil means silent. Tokens and
 	// passwords are never logged.
@@ -117,14 +155,26 @@ type Config struct {
 	OnStateChange func(StateChange)
 
 	// OnError receives errors that belong to no request: error frames
-	// without uid (*ServerError), unusable frames (*ProtocolError), failed
-	// reconnect attempts and re-authentication failures. Same goroutine as
-	// OnStateChange.
+	// without uid (*protocol.ServerError), unusable frames
+	// (*protocol.ProtocolError), failed reconnect attempts (once per run of
+	// failures of one kind, not once per attempt), re-authentication
+	// failures and recovered panics of callbacks (*protocol.PanicError). It
+	// runs on a goroutine of its own, separate from OnStateChange's: a
+	// blocked OnError delays no state change.
 	OnError func(error)
+
+	// OnRateLimited is called when the server's rate limiter
+	// (RATE_LIMITER_ENABLED) dropped a frame and said to retry after d. The
+	// Conn's writer pauses for d by itself and requests learn that they may
+	// have been dropped (see RateLimitedError); the manager package uses it
+	// to send again the subscribes the limiter dropped. Same goroutine as
+	// OnError.
+	OnRateLimited func(d time.Duration)
 
 	// OnRefreshToken receives each new refresh token Directus hands out on
 	// email/password and refresh-token auth (refresh tokens rotate), so that
-	// a service can persist it. Same goroutine as OnStateChange.
+	// a service can persist it. It runs on a goroutine of its own; when
+	// tokens rotate faster than it returns, only the newest one is passed.
 	OnRefreshToken func(token string)
 }
 
@@ -145,6 +195,10 @@ func (c *Config) withDefaults() Config {
 	if d.SendQueue <= 0 {
 		d.SendQueue = DefaultSendQueue
 	}
+	if d.MaxHeldBytes <= 0 {
+		d.MaxHeldBytes = DefaultMaxHeldBytes
+	}
+	setDuration(&d.CloseTimeout, DefaultCloseTimeout)
 	d.Backoff = d.Backoff.withDefaults()
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
@@ -169,6 +223,18 @@ func (c *Config) validate() (*url.URL, error) {
 	}
 	if err := c.Auth.validate(); err != nil {
 		return nil, err
+	}
+	if err := c.Backoff.Validate("Backoff"); err != nil {
+		return nil, err
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"DialTimeout", c.DialTimeout}, {"AuthTimeout", c.AuthTimeout}, {"RequestTimeout", c.RequestTimeout},
+		{"WriteTimeout", c.WriteTimeout}, {"PingTimeout", c.PingTimeout}, {"CloseTimeout", c.CloseTimeout}} {
+		if d.v < 0 {
+			return nil, &protocol.ConfigError{Field: d.name, Reason: "negative"}
+		}
 	}
 	return u, nil
 }

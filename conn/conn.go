@@ -3,13 +3,16 @@ package conn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/e41af43e/directus-realtime/internal/goid"
 	"github.com/e41af43e/directus-realtime/protocol"
 	"golang.org/x/sync/semaphore"
 )
@@ -50,19 +53,21 @@ func (r ConnectReason) String() string {
 // All methods are safe for concurrent use. Callbacks of Config run as
 // documented there.
 type Conn struct {
-	cfg   Config
-	wsURL *url.URL
-	log   *slog.Logger
-	creds *credentials
+	cfg      Config
+	wsURL    *url.URL
+	log      *slog.Logger
+	creds    *credentials
+	upgrader *upgrader
 
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the supervisor has returned
 
-	notify       *notifier
+	notify       callbacks
 	watchers     stateWatchers
 	pendingSlots *semaphore.Weighted
 	uidSeq       atomic.Uint64
+	rateLimits   atomic.Uint64 // REQUESTS_EXCEEDED frames received
 	sessionSeq   atomic.Uint64
 	reconnectCh  chan struct{} // wakes the supervisor for a Reconnect; coalesced
 	// reconnectReqs counts Reconnect calls. A session records its value
@@ -71,6 +76,14 @@ type Conn struct {
 
 	firstOnce sync.Once
 	first     chan error
+
+	// supervisorGoid is the id of the supervisor's goroutine, which runs
+	// OnConnect: a Close from there must not wait for itself.
+	supervisorGoid atomic.Uint64
+
+	// retryAt is when the supervisor will next try to connect (unix nanos;
+	// 0 while connected), for Stats and status pages.
+	retryAt atomic.Int64
 
 	// final is closed once StateClosed has been published, which ends
 	// every WatchState channel after it delivered that change.
@@ -101,17 +114,20 @@ func New(cfg *Config) (*Conn, error) {
 		cfg:          d,
 		wsURL:        u,
 		log:          d.Logger.With("component", "directus-conn"),
-		creds:        newCredentials(d.Auth),
+		upgrader:     newUpgrader(&d, u),
 		ctx:          ctx,
 		cancel:       cancel,
 		done:         make(chan struct{}),
-		notify:       newNotifier(),
 		pendingSlots: semaphore.NewWeighted(int64(d.MaxPendingRequests)),
 		reconnectCh:  make(chan struct{}, 1),
 		first:        make(chan error, 1),
 		final:        make(chan struct{}),
 		changed:      make(chan struct{}),
 	}
+	c.startCallbacks()
+	auth := d.Auth
+	auth.TokenSource = c.guardedSource(auth.TokenSource)
+	c.creds = newCredentials(auth)
 	return c, nil
 }
 
@@ -151,25 +167,46 @@ func (c *Conn) Connect(ctx context.Context) error {
 	}
 }
 
-// Close ends the session with a normal close frame and stops every goroutine
-// of the Conn before it returns (a callback that calls Close is the one
-// exception: its own goroutine ends when it returns). Pending requests fail
-// with ErrClosed. Close is idempotent.
+// Close ends the session with a normal close frame (waiting at most a
+// second for the server's answer, then closing the socket) and stops every
+// goroutine of the Conn before it returns, with two exceptions: a callback
+// that calls Close (OnConnect, OnSubscription, OnStateChange, …) is not
+// waited for, its goroutine ends when it returns; and user callbacks still
+// running after Config.CloseTimeout are abandoned: Close then returns an
+// error matching ErrCloseTimeout that names them, and they receive nothing
+// more. Pending requests fail with ErrClosed. Close is idempotent; later
+// calls return nil.
 func (c *Conn) Close() error {
+	var err error
 	c.closeOnce.Do(func() {
 		c.cancel()
 		c.mu.Lock()
 		started := c.started
 		c.mu.Unlock()
-		if started {
+		me := goid.Current()
+		if started && me != c.supervisorGoid.Load() && !c.onReadLoop(me) {
 			<-c.done
 		}
 		c.setState(StateClosed, nil)
 		c.finalOnce.Do(func() { close(c.final) })
 		c.watchers.closeAll()
-		c.notify.close()
+		t := time.NewTimer(c.cfg.CloseTimeout)
+		defer t.Stop()
+		if abandoned := c.stopCallbacks(t.C); len(abandoned) > 0 {
+			c.log.Warn("callbacks still running at close; abandoned", "callbacks", abandoned)
+			err = fmt.Errorf("%w: %s still running", ErrCloseTimeout, strings.Join(abandoned, ", "))
+		}
 	})
-	return nil
+	return err
+}
+
+// onReadLoop reports whether goroutine id is the read loop of the current
+// session, which runs OnSubscription.
+func (c *Conn) onReadLoop(id uint64) bool {
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	return s != nil && s.readGoid.Load() == id
 }
 
 // Reconnect replaces the current session with a new one at once, skipping
@@ -308,14 +345,14 @@ func (c *Conn) nextUID() protocol.UID {
 }
 
 func (c *Conn) deliver(m *protocol.Message) {
-	if c.cfg.OnSubscription != nil {
-		c.cfg.OnSubscription(m)
+	if f := c.cfg.OnSubscription; f != nil {
+		c.guard("OnSubscription", func() { f(m) })
 	}
 }
 
 func (c *Conn) reportError(err error) {
 	if f := c.cfg.OnError; f != nil {
-		c.notify.post(func() { f(err) })
+		c.notify.errs.post(func() { f(err) })
 	}
 }
 
@@ -333,7 +370,7 @@ func (c *Conn) setState(to State, err error) {
 	c.log.Debug("state", "from", from, "to", to, "err", err)
 	c.watchers.publish(sc)
 	if f := c.cfg.OnStateChange; f != nil {
-		c.notify.post(func() { f(sc) })
+		c.notify.state.post(func() { f(sc) })
 	}
 	if to == StateClosed {
 		c.finalOnce.Do(func() { close(c.final) })

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/e41af43e/directus-realtime/protocol"
 )
@@ -43,6 +44,20 @@ var (
 	// foreign Origin header, the server's connection limit, or a locked license.
 	ErrUpgradeForbidden = errors.New("directus: upgrade rejected: 403 forbidden")
 
+	// ErrCloseTimeout is returned by Close when user callbacks were still
+	// running after Config.CloseTimeout; the error names them.
+	ErrCloseTimeout = errors.New("directus: close timed out waiting for callbacks")
+
+	// ErrAuthRequired matches the refusal of a connection made without
+	// credentials by a server whose WEBSOCKETS_REST_AUTH is not public: set
+	// Auth. It also matches protocol.ErrAuthFailed.
+	ErrAuthRequired = errors.New("directus: the server requires authentication; Auth has no credential")
+
+	// ErrCredentialsExpired is the cause of a Conn closed because its only
+	// credential is a JWT past its exp, with no TokenSource, refresh token
+	// or email and password to get another: no retry could succeed.
+	ErrCredentialsExpired = errors.New("directus: the access token has expired and no TokenSource, refresh token or password can replace it")
+
 	// errReconnectRequested is the cause of Reconnect's forced session end.
 	errReconnectRequested = errors.New("directus: reconnect requested")
 )
@@ -61,10 +76,47 @@ func (timeoutError) Is(target error) bool {
 // 403 for a foreign Origin, a full connection limit or a locked license.
 type UpgradeError struct {
 	StatusCode int
+	// RetryAfter is the Retry-After of a 429 or 503 answer (at most 10
+	// minutes); the next attempt waits at least that long.
+	RetryAfter time.Duration
 }
 
 func (e *UpgradeError) Error() string {
-	return fmt.Sprintf("directus: upgrade rejected: HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	s := fmt.Sprintf("directus: upgrade rejected: HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	if e.RetryAfter > 0 {
+		s += fmt.Sprintf(" (retry after %v)", e.RetryAfter)
+	}
+	return s
+}
+
+// RateLimitedError is returned for a request that got no reply after the
+// server's rate limiter answered REQUESTS_EXCEEDED while it waited: the
+// limiter drops frames without saying which, so the request was most likely
+// dropped. Idempotent requests (ping, items read, auth with an access token)
+// are sent again first, up to five times with growing waits; others are
+// not, since a resend could apply them twice. errors.Is(err,
+// protocol.ErrRequestsExceeded) holds.
+type RateLimitedError struct {
+	Err    *protocol.ServerError // the limiter's REQUESTS_EXCEEDED
+	Resent int                   // how often the request was sent again
+}
+
+func (e *RateLimitedError) Error() string {
+	s := "directus: request dropped by the server's rate limiter"
+	if e.Resent > 0 {
+		s += fmt.Sprintf(" (sent %d more times)", e.Resent)
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *RateLimitedError) Unwrap() error {
+	if e.Err == nil {
+		return protocol.ErrRequestsExceeded
+	}
+	return e.Err
 }
 
 // Is matches ErrUnauthorized for 401 and ErrUpgradeForbidden for 403.
@@ -79,7 +131,8 @@ func (e *UpgradeError) Is(target error) bool {
 }
 
 // isFatalOnFirstConnect tells Connect to stop retrying: the server rejected
-// the credentials or the client itself, and retrying cannot help.
+// the credentials or the client itself, or redirected it, and retrying
+// cannot help.
 func isFatalOnFirstConnect(err error) bool {
 	var ue *UpgradeError
 	if errors.As(err, &ue) {
@@ -90,7 +143,7 @@ func isFatalOnFirstConnect(err error) bool {
 		return se.Type == protocol.TypeAuth
 	}
 	var ce *protocol.ConfigError
-	return errors.As(err, &ce)
+	return errors.As(err, &ce) || errors.Is(err, ErrRedirect)
 }
 
 // CloseError reports that the WebSocket closed. Code 1005 is what Directus

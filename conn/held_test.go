@@ -19,7 +19,8 @@ import (
 // TestFloodWhileHeldIsBounded: subscription frames that arrive while the
 // session holds them back (here after TOKEN_EXPIRED, while the server never
 // answers the re-authentication) are bounded: past 16 MiB the client drops
-// the session rather than buffer a flood for as long as AuthTimeout lasts.
+// the session rather than buffer a flood for as long as AuthTimeout lasts
+// (Config.MaxHeldBytes, here 16 MiB).
 func TestFloodWhileHeldIsBounded(t *testing.T) {
 	const flood, size = 48 << 20, 1 << 10
 	type outcome struct {
@@ -27,7 +28,7 @@ func TestFloodWhileHeldIsBounded(t *testing.T) {
 		complete bool
 	}
 	result := make(chan outcome, 1)
-	url := hostile(t, func(ctx context.Context, ws *websocket.Conn) {
+	url := misbehave(t, func(ctx context.Context, ws *websocket.Conn) {
 		if answerAuth(ctx, ws) != nil {
 			return
 		}
@@ -67,7 +68,7 @@ func TestFloodWhileHeldIsBounded(t *testing.T) {
 		<-ctx.Done()
 	})
 	var delivered atomic.Int64
-	c, err := conn.New(&conn.Config{URL: url, Auth: conn.Auth{Token: "t"}, PingInterval: -1, AuthTimeout: time.Minute,
+	c, err := conn.New(&conn.Config{URL: url, Auth: conn.Auth{Token: "t"}, PingInterval: -1, AuthTimeout: time.Minute, MaxHeldBytes: 16 << 20,
 		Backoff:        conn.Backoff{Initial: time.Minute}, // one session only
 		OnSubscription: func(*protocol.Message) { delivered.Add(1) }})
 	if err != nil {

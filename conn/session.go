@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/e41af43e/directus-realtime/internal/goid"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
@@ -24,6 +27,7 @@ type Session struct {
 	c   *Conn
 	id  uint64
 	ws  *websocket.Conn
+	raw *rawConn // the network connection under ws; nil if the transport was the user's own
 	log *slog.Logger
 	// dialReq is Conn.reconnectReqs when this session's dial started; set
 	// before the session is shared, read-only afterwards.
@@ -49,6 +53,14 @@ type Session struct {
 
 	lastRecv atomic.Int64 // unix nanos of the last frame received
 
+	// readGoid is the id of the read loop's goroutine, which runs
+	// OnSubscription: a Close from there must not wait for itself.
+	readGoid atomic.Uint64
+
+	// pauseUntil (unix nanos) holds the writer back after the server's
+	// rate limiter answered REQUESTS_EXCEEDED: it said when to retry.
+	pauseUntil atomic.Int64
+
 	// closing is the cause given to close, set before the close handshake
 	// so that the read loop's error does not take its place.
 	closing atomic.Pointer[error]
@@ -59,6 +71,14 @@ type Session struct {
 type pendingRequest struct {
 	replyType string
 	reply     chan *protocol.Message // cap 1
+	// idempotent requests (ping, items read, auth by access token) are sent
+	// again when the server's rate limiter may have dropped them; others
+	// fail with the limiter's error instead, since a resend could apply
+	// them twice.
+	idempotent bool
+	// limited receives the limiter's error when a REQUESTS_EXCEEDED arrived
+	// while the request was waiting (cap 1).
+	limited chan *protocol.ServerError
 }
 
 // ID numbers the sessions of a Conn from 1; each reconnect gets a new ID.
@@ -78,7 +98,7 @@ func (s *Session) Err() error {
 	return context.Cause(s.ctx)
 }
 
-func newSession(c *Conn, id uint64, ws *websocket.Conn) *Session {
+func newSession(c *Conn, id uint64, ws *websocket.Conn, raw *rawConn) *Session {
 	// Not derived from the Conn's context: Close ends the session through
 	// the supervisor, with a close frame, rather than by cancellation.
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -86,6 +106,7 @@ func newSession(c *Conn, id uint64, ws *websocket.Conn) *Session {
 		c:          c,
 		id:         id,
 		ws:         ws,
+		raw:        raw,
 		log:        c.log.With("session", id),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -120,9 +141,16 @@ func (s *Session) wait() {
 // Send marshals v (one of the *Message types of this package, or any value
 // that marshals to a JSON object with a "type") and queues it for writing on
 // this session. It returns once the frame is queued, not written.
+//
+// A value that does not marshal to a JSON object with a string "type" is
+// refused with a *protocol.ConfigError: Directus would answer it with an
+// error no caller could match.
 func (s *Session) Send(ctx context.Context, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
+		return &protocol.ConfigError{Field: "message", Reason: "does not marshal to JSON: " + err.Error()}
+	}
+	if err := protocol.CheckClientFrame(b); err != nil {
 		return err
 	}
 	return s.sendRaw(ctx, b)
@@ -151,9 +179,20 @@ func (s *Session) lostErr() error {
 }
 
 // request sends a frame with a fresh uid and waits for the reply of
-// replyType with that uid. A server error reply is returned as *ServerError
-// together with the message.
+// replyType with that uid. A server error reply is returned as
+// *protocol.ServerError together with the message.
 func (s *Session) request(ctx context.Context, replyType string, build func(protocol.UID) any) (*protocol.Message, error) {
+	return s.requestOpts(ctx, replyType, replyType == protocol.TypePong, false, build)
+}
+
+// handshakeRequest is request for the first frame of a session: Directus
+// answers a failed handshake with an auth error without uid, matched to it
+// by position.
+func (s *Session) handshakeRequest(ctx context.Context, replyType string, build func(protocol.UID) any) (*protocol.Message, error) {
+	return s.requestOpts(ctx, replyType, false, true, build)
+}
+
+func (s *Session) requestOpts(ctx context.Context, replyType string, idempotent, handshake bool, build func(protocol.UID) any) (*protocol.Message, error) {
 	ctx, cancel := s.c.requestContext(ctx)
 	defer cancel()
 	if err := s.c.pendingSlots.Acquire(ctx, 1); err != nil {
@@ -162,65 +201,113 @@ func (s *Session) request(ctx context.Context, replyType string, build func(prot
 	defer s.c.pendingSlots.Release(1)
 
 	uid := s.c.nextUID()
-	p := &pendingRequest{replyType: replyType, reply: make(chan *protocol.Message, 1)}
+	p := &pendingRequest{replyType: replyType, reply: make(chan *protocol.Message, 1), idempotent: idempotent,
+		limited: make(chan *protocol.ServerError, 1)}
 	s.mu.Lock()
 	s.pending[uid] = p
+	if handshake {
+		s.handshake = p
+	}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.pending, uid)
+		if s.handshake == p {
+			s.handshake = nil
+		}
 		s.mu.Unlock()
 	}()
 	return s.await(ctx, p, build(uid))
 }
 
-// handshakeAuth sends the first auth frame. Directus answers a failed
-// handshake without the uid, so the reply is matched by position too.
-func (s *Session) handshakeAuth(ctx context.Context, msg protocol.AuthMessage) (*protocol.Message, error) {
-	msg.UID = s.c.nextUID()
-	p := &pendingRequest{replyType: protocol.TypeAuth, reply: make(chan *protocol.Message, 1)}
-	s.mu.Lock()
-	s.pending[msg.UID] = p
-	s.handshake = p
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.pending, msg.UID)
-		s.handshake = nil
-		s.mu.Unlock()
-	}()
-	return s.await(ctx, p, msg)
-}
+// maxLimitedResends bounds how often an idempotent request is sent again
+// after the server's rate limiter may have dropped it.
+const maxLimitedResends = 5
 
 func (s *Session) await(ctx context.Context, p *pendingRequest, frame any) (*protocol.Message, error) {
-	if err := s.Send(ctx, frame); err != nil {
+	b, err := marshalFrame(frame)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.sendRaw(ctx, b); err != nil {
 		return nil, s.c.timeoutErr(ctx, err)
 	}
-	select {
-	case m := <-p.reply:
-		if m.Err != nil {
-			return m, m.Err
+	var grace <-chan time.Time
+	var limitedBy *protocol.ServerError
+	resends := 0
+	for {
+		select {
+		case m := <-p.reply:
+			if m.Err != nil {
+				return m, m.Err
+			}
+			return m, nil
+		case e := <-p.limited:
+			// The request may have been dropped. Replies of accepted
+			// requests come within milliseconds; give it the server's
+			// retry delay (and at least a second) before deciding.
+			limitedBy = e
+			if grace == nil {
+				t := time.NewTimer(max(limiterRetry(e), time.Second) << min(resends, 4))
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			grace = nil
+			if !p.idempotent || resends >= maxLimitedResends {
+				return nil, &RateLimitedError{Err: limitedBy, Resent: resends}
+			}
+			resends++
+			s.log.Debug("request possibly dropped by the server's rate limiter; sending it again", "resend", resends)
+			if err := s.sendRaw(ctx, b); err != nil {
+				return nil, s.c.timeoutErr(ctx, err)
+			}
+		case <-ctx.Done():
+			if limitedBy != nil {
+				return nil, &RateLimitedError{Err: limitedBy, Resent: resends}
+			}
+			return nil, s.c.timeoutErr(ctx, ctx.Err())
+		case <-s.ctx.Done():
+			return nil, s.lostErr()
 		}
-		return m, nil
-	case <-ctx.Done():
-		return nil, s.c.timeoutErr(ctx, ctx.Err())
-	case <-s.ctx.Done():
-		return nil, s.lostErr()
 	}
+}
+
+// marshalFrame marshals an outgoing frame and checks that it is a JSON
+// object, as Directus requires.
+func marshalFrame(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return nil, &protocol.ConfigError{Field: "frame", Reason: "must marshal to a JSON object"}
+	}
+	return b, nil
 }
 
 // resolve hands a reply to its pending request; it reports false when no
-// request waits for it.
+// request waits for it. A reply without uid is matched only to the
+// handshake, and only when it is the handshake's failure: a TOKEN_EXPIRED
+// (which has no uid either) that comes right after the handshake's reply is
+// the server expiring the token, not a second answer to the handshake.
 func (s *Session) resolve(m *protocol.Message) bool {
 	s.mu.Lock()
 	var p *pendingRequest
-	if m.UID != "" {
+	switch {
+	case m.UID != "":
 		p = s.pending[m.UID]
-	} else if m.Type == protocol.TypeAuth {
+		if p != nil && p.replyType != m.Type && !(p == s.handshake && m.Type == protocol.TypeAuth && m.Err != nil) {
+			p = nil
+		}
+	case m.Type == protocol.TypeAuth && m.Err != nil && m.Err.Code != protocol.CodeTokenExpired:
 		p = s.handshake
 	}
+	if p != nil && p == s.handshake {
+		s.handshake = nil // answered: later uid-less frames are not its reply
+	}
 	s.mu.Unlock()
-	if p == nil || p.replyType != m.Type {
+	if p == nil {
 		return false
 	}
 	select {
@@ -228,6 +315,59 @@ func (s *Session) resolve(m *protocol.Message) bool {
 	default: // a duplicate reply; the first one counts
 	}
 	return true
+}
+
+// rateLimited handles the server's REQUESTS_EXCEEDED: the frame that caused
+// it was dropped, the server said when to retry. The writer pauses until
+// then, and every request waiting for a reply learns that it may have been
+// the one dropped. It is reported to OnError once per episode.
+func (s *Session) rateLimited(e *protocol.ServerError) {
+	d := limiterRetry(e)
+	now := time.Now()
+	until := now.Add(d).UnixNano()
+	prev := s.pauseUntil.Load()
+	for prev < until && !s.pauseUntil.CompareAndSwap(prev, until) {
+		prev = s.pauseUntil.Load()
+	}
+	s.c.rateLimits.Add(1)
+	s.mu.Lock()
+	for _, p := range s.pending {
+		select {
+		case p.limited <- e:
+		default:
+		}
+	}
+	s.mu.Unlock()
+	if prev < now.UnixNano() {
+		s.log.Warn("the server's rate limiter dropped a frame; pausing the writer", "retry_after", d)
+		s.c.reportError(e)
+	}
+	if f := s.c.cfg.OnRateLimited; f != nil {
+		s.c.notify.errs.post(func() { f(d) })
+	}
+}
+
+// limiterRetry reads the delay of a REQUESTS_EXCEEDED message ("Too many
+// messages, retry after 250ms."); 1 s when it says none; at most a minute.
+func limiterRetry(e *protocol.ServerError) time.Duration {
+	if e == nil {
+		return time.Second
+	}
+	msg := e.Message
+	i := strings.Index(msg, "retry after ")
+	if i < 0 {
+		return time.Second
+	}
+	msg = msg[i+len("retry after "):]
+	j := 0
+	for j < len(msg) && msg[j] >= '0' && msg[j] <= '9' && j < 10 {
+		j++
+	}
+	if j == 0 || !strings.HasPrefix(msg[j:], "ms") {
+		return time.Second
+	}
+	ms, _ := strconv.Atoi(msg[:j])
+	return min(time.Duration(ms)*time.Millisecond, time.Minute)
 }
 
 // release delivers the held frames in order and lets later ones through.
@@ -274,27 +414,19 @@ func (s *Session) expire() {
 }
 
 // enterHook marks the start of the OnConnect hook: frames that arrive from
-// now until release answer what the hook sends, and are held without limit.
+// now until release answer what the hook sends.
 func (s *Session) enterHook() {
 	s.mu.Lock()
 	s.inHook = true
 	s.mu.Unlock()
 }
 
-// heldLimit bounds the subscription frames a session holds back outside its
-// OnConnect hook: during the handshake, where the server has no
-// subscription of the session and so nothing to send, and between
-// TOKEN_EXPIRED and re-authentication, whose frames the hook that follows
-// supersedes. Beyond it a flood would grow memory for as long as the server
-// delays its auth reply (AuthTimeout), so the session is ended instead.
-// heldOverhead is counted per frame besides its data.
-const (
-	heldLimit    = 16 << 20
-	heldOverhead = 256
-)
+// heldOverhead is counted per held frame besides its data.
+const heldOverhead = 256
 
 func (s *Session) readLoop() {
 	defer s.wg.Done()
+	s.readGoid.Store(goid.Current())
 	for {
 		_, b, err := s.ws.Read(s.ctx)
 		if err != nil {
@@ -380,7 +512,10 @@ func (s *Session) dispatch(m *protocol.Message) {
 		}
 		s.deliverSubscription(m)
 	case protocol.TypeServer:
-		if m.Err != nil {
+		switch {
+		case m.Err != nil && m.Err.Code == protocol.CodeRequestsExceeded:
+			s.rateLimited(m.Err)
+		case m.Err != nil:
 			s.c.reportError(m.Err)
 		}
 	default:
@@ -388,18 +523,21 @@ func (s *Session) dispatch(m *protocol.Message) {
 	}
 }
 
+// deliverSubscription passes a subscription frame on, or holds it while the
+// session gets ready. Held frames are bounded (Config.MaxHeldBytes), during
+// the OnConnect hook too: a flood that outgrows them ends the session,
+// which is replaced after a backoff, rather than grow memory for as long as
+// a hook or an auth reply takes.
 func (s *Session) deliverSubscription(m *protocol.Message) {
 	s.mu.Lock()
 	if s.holding {
-		if !s.inHook {
-			s.heldBytes += len(m.Data) + len(m.Meta) + heldOverhead
-			if s.heldBytes > heldLimit {
-				s.held = nil
-				s.mu.Unlock()
-				s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", heldLimit)
-				s.end(&protocol.ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", heldLimit>>20), Type: m.Type, Size: len(m.Data)})
-				return
-			}
+		s.heldBytes += len(m.Data) + len(m.Meta) + heldOverhead
+		if limit := s.c.cfg.MaxHeldBytes; int64(s.heldBytes) > limit {
+			s.held = nil
+			s.mu.Unlock()
+			s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", limit, "in_hook", s.inHook)
+			s.end(&protocol.ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", limit>>20), Type: m.Type, Size: len(m.Data)})
+			return
 		}
 		s.held = append(s.held, m)
 		s.mu.Unlock()
@@ -434,6 +572,9 @@ func (s *Session) writeLoop() {
 				return
 			}
 		}
+		if !s.waitPause() {
+			return
+		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.c.cfg.WriteTimeout)
 		err := s.ws.Write(ctx, websocket.MessageText, b)
 		cancel()
@@ -442,6 +583,25 @@ func (s *Session) writeLoop() {
 				s.end(fmt.Errorf("directus: write: %w", err))
 			}
 			return
+		}
+	}
+}
+
+// waitPause holds the writer while the server's rate limiter asked for a
+// pause; it reports false when the session ended meanwhile.
+func (s *Session) waitPause() bool {
+	for {
+		until := s.pauseUntil.Load()
+		d := time.Until(time.Unix(0, until))
+		if until == 0 || d <= 0 {
+			return true
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return false
 		}
 	}
 }
@@ -493,7 +653,7 @@ func (s *Session) startHeartbeat() {
 }
 
 // close ends the session politely (close frame 1000) when it is still up,
-// waiting at most closeWait for the server's answer.
+// waiting at most closeWait for the server's answer, then closes the socket.
 func (s *Session) close(cause error) {
 	s.closing.CompareAndSwap(nil, &cause)
 	if s.ctx.Err() == nil {
@@ -502,14 +662,25 @@ func (s *Session) close(cause error) {
 			defer close(done)
 			_ = s.ws.Close(websocket.StatusNormalClosure, "")
 		}()
+		t := time.NewTimer(closeWait)
 		select {
 		case <-done:
-		case <-time.After(closeWait):
-			_ = s.ws.CloseNow()
+		case <-t.C:
+			// coder/websocket's CloseNow does nothing while a Close is in
+			// progress (which waits up to 5 s per step on a dead link):
+			// closing the network connection ends it at once.
+			s.raw.close()
 			<-done
 		}
+		t.Stop()
 	}
 	s.end(cause)
+	s.closeNow()
+}
+
+// closeNow closes the socket without a close handshake.
+func (s *Session) closeNow() {
+	s.raw.close()
 	_ = s.ws.CloseNow()
 }
 

@@ -26,6 +26,9 @@ func TestOversizeFrameClosesTheSocket(t *testing.T) {
 			return
 		}
 		defer ws.CloseNow()
+		if answerAuth(ctx, ws) != nil {
+			return
+		}
 		// One oversize frame, then small frames until the client's socket
 		// is gone (or the test gives up).
 		big := `{"type":"items","data":"` + strings.Repeat("x", 8192) + `"}`
@@ -38,7 +41,7 @@ func TestOversizeFrameClosesTheSocket(t *testing.T) {
 	defer srv.Close()
 	defer cancel()
 
-	c, err := conn.New(&conn.Config{URL: srv.URL, ReadLimit: 4096, PingInterval: -1, Backoff: conn.Backoff{Initial: time.Minute}})
+	c, err := conn.New(&conn.Config{URL: srv.URL, Auth: conn.Auth{Token: "t"}, ReadLimit: 4096, PingInterval: -1, Backoff: conn.Backoff{Initial: time.Minute}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,3 +146,25 @@ func Truncate(s string, n int) string {
 }
 
 func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// PanicError reports a panic in user code that the module recovered: a
+// handler, a listener, or a callback such as OnConnect. Callback names where
+// it happened ("handler of subscription \"posts#1\"", "OnStateChange", ...),
+// Value is what was passed to panic and Stack the goroutine's stack at that
+// point. Each package documents what it does after recovering (a manager
+// resyncs the subscription, for instance) and how to turn recovery off.
+type PanicError struct {
+	Callback string
+	Value    any
+	Stack    []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("directus: panic in %s: %v", e.Callback, e.Value)
+}
+
+// Unwrap returns the panic value when it is an error.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}

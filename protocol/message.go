@@ -264,8 +264,10 @@ type Message struct {
 	Session uint64
 }
 
-// String describes the frame without its data or tokens.
-func (m *Message) String() string {
+// String describes the frame without its data or tokens. It has a value
+// receiver, so that a Message printed by value (%v, %+v) shows no refresh
+// token either.
+func (m Message) String() string {
 	s := m.Type
 	if m.Event != "" {
 		s += "/" + m.Event
@@ -274,7 +276,7 @@ func (m *Message) String() string {
 		s += " " + m.Status
 	}
 	if m.UID != "" {
-		s += " uid=" + string(m.UID)
+		s += " uid=" + Truncate(string(m.UID), 64)
 	}
 	if m.Err != nil {
 		s += " " + string(m.Err.Code)
@@ -282,8 +284,22 @@ func (m *Message) String() string {
 	return s
 }
 
+// GoString describes the frame like String, for %#v.
+func (m Message) GoString() string { return "protocol.Message{" + m.String() + "}" }
+
 // LogValue describes the frame without its data or tokens.
-func (m *Message) LogValue() slog.Value { return slog.StringValue(m.String()) }
+func (m Message) LogValue() slog.Value { return slog.StringValue(m.String()) }
+
+// MarshalJSON writes the frame's fields with the refresh token redacted:
+// a Message marshalled for a log or an API never carries the credential.
+func (m Message) MarshalJSON() ([]byte, error) {
+	type plain Message
+	p := plain(m)
+	if p.RefreshToken != "" {
+		p.RefreshToken = "REDACTED"
+	}
+	return json.Marshal(p)
+}
 
 // wireMessage holds the raw JSON values of the keys DecodeMessage reads, as
 // subslices of the frame.
@@ -480,4 +496,41 @@ func nullToNil(raw []byte) json.RawMessage {
 		return nil
 	}
 	return raw
+}
+
+// CheckClientFrame checks an encoded frame a client is about to send:
+// Directus accepts only a JSON object with a string "type" (anything else
+// gets a uid-less INVALID_PAYLOAD no caller could match). The error, a
+// *ConfigError, says what is wrong in the sender's terms.
+func CheckClientFrame(b []byte) error {
+	bad := func(reason string) error { return &ConfigError{Field: "message", Reason: reason} }
+	i := skipSpace(b, 0)
+	if i >= len(b) || !json.Valid(b) {
+		return bad("not valid JSON")
+	}
+	if b[i] != '{' {
+		return bad("must be a JSON object with a \"type\", not " + jsonKind(b[i]))
+	}
+	w, _ := splitObject(b)
+	if w.Type == nil {
+		return bad("has no \"type\"")
+	}
+	if _, err := jsonString(w.Type); err != nil {
+		return bad("its \"type\" is not a string")
+	}
+	return nil
+}
+
+func jsonKind(c byte) string {
+	switch c {
+	case '"':
+		return "a string"
+	case '[':
+		return "an array"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
 }
