@@ -30,12 +30,10 @@ func scenarioEvents(t *testing.T, tg Target) {
 	must(t, err)
 	raw.expect(ctx, t, handlers.KindInit)
 	// The replica's query equals raw's: they share one server
-	// subscription, and raw receives the newcomer's init as a resync.
+	// subscription, the replica reads its own init, and raw sees nothing of
+	// it.
 	posts := newPosts(t)
 	subscribe(ctx, t, posts, c, manager.SubscribeOptions{Collection: "posts"})
-	if ev := raw.expect(ctx, t, handlers.KindInit); !ev.Resync {
-		t.Fatal("the shared subscription's second init is not a resync")
-	}
 
 	// R5: a batch create of three is three create events, in key order.
 	created, err := rest.CreatePosts(ctx,

@@ -18,7 +18,10 @@
 //     used.
 //   - replaces a lost session after a jittered exponential backoff (0.8 s
 //     doubling to 30 s by default, reset after two healthy minutes) and never
-//     gives up unless Backoff.MaxAttempts is set.
+//     gives up unless Backoff.MaxAttempts is set. A 429 or 503 upgrade's
+//     Retry-After is honoured (up to 10 minutes); a TOKEN_EXPIRED that comes
+//     less than 10 s after an authentication takes the next backoff step
+//     before the re-authentication.
 //   - correlates replies to requests (auth, items, ping) by uid: replies come
 //     back in any order, and some requests never get one, so every request is
 //     bounded by a timeout and fails with ErrTimeout.
@@ -32,14 +35,30 @@
 // the manager package restores its subscriptions. Frames of one session are
 // all delivered before OnConnect runs for the next one.
 //
+// Credentials go to the configured host only: no redirect of the upgrade is
+// followed unless Config.FollowRedirects, and then only to the same host
+// and port, never from https to http, and without the Referer header.
+//
+// A condition no retry can mend ends the Conn once, in StateClosed with its
+// cause, instead of looping: an expired JWT with nothing to renew it
+// (ErrCredentialsExpired), and, on the first Connect, a rejection of the
+// credentials or of the client (AUTH_FAILED, HTTP 401 or 403, a redirect,
+// no credentials against a server that requires them: ErrAuthRequired).
+// Other failures are retried with backoff and reported to OnError once per
+// run of failures of one kind, with one log line per attempt.
+//
 // Nothing the network sends makes the package panic. Frames that cannot be
 // used are reported as *ProtocolError to Config.OnError and skipped; a frame
 // above Config.ReadLimit ends the session with ErrFrameTooLarge; more than
-// 16 MiB of subscription frames held back outside OnConnect (during the
-// handshake, or between TOKEN_EXPIRED and re-authentication) end it with a
-// *ProtocolError rather than grow memory until the auth reply; error frames
-// without uid go to OnError as *ServerError; frames of unknown types are
-// ignored, as Directus itself ignores them. Tokens and passwords never appear
+// Config.MaxHeldBytes (64 MiB) of subscription frames held back while a
+// session gets ready (during the handshake and the OnConnect hook, or
+// between TOKEN_EXPIRED and re-authentication) end it with a
+// *protocol.ProtocolError rather than grow memory; error frames without uid
+// go to OnError as *protocol.ServerError; the rate limiter's
+// REQUESTS_EXCEEDED pauses the writer for the delay it names, and a request
+// it may have dropped is sent again when idempotent or fails with
+// *RateLimitedError; frames of unknown types are ignored, as Directus
+// itself ignores them. Tokens and passwords never appear
 // in an error string or a log line: Auth and AuthMessage redact themselves,
 // and dial errors in strict mode are rebuilt without the URL's token.
 //
@@ -52,8 +71,12 @@
 // # Concurrency
 //
 // All methods of Conn and Session are safe for concurrent use. Each Conn runs
-// one supervisor goroutine, one goroutine for OnStateChange, OnError and
-// OnRefreshToken callbacks (which may block and may call the Conn), and per
-// session a reader, a writer and a heartbeat goroutine. Close waits for all
-// of them.
+// one supervisor goroutine (which runs OnConnect), one goroutine for each of
+// OnStateChange, OnError and OnRefreshToken (which may block and may call
+// the Conn; a blocked one holds up only its own kind), and per session a
+// reader (which runs OnSubscription), a writer and a heartbeat goroutine. A
+// panic in any callback is recovered and reported as *protocol.PanicError
+// unless Config.CrashOnPanic. Close waits for all of them, except the
+// goroutine it is called from and callbacks still running after
+// Config.CloseTimeout, which it abandons and names in its error.
 package conn

@@ -427,6 +427,7 @@ const heldOverhead = 256
 func (s *Session) readLoop() {
 	defer s.wg.Done()
 	s.readGoid.Store(goid.Current())
+	var seq uint64
 	for {
 		_, b, err := s.ws.Read(s.ctx)
 		if err != nil {
@@ -441,8 +442,10 @@ func (s *Session) readLoop() {
 			s.c.reportError(err)
 			continue
 		}
+		seq++
 		m.Received = now
 		m.Session = s.id
+		m.Seq = seq
 		s.dispatch(m)
 	}
 }

@@ -31,12 +31,11 @@ func (r *retryState) next(b Backoff) time.Duration {
 	return d
 }
 
-// up records a session that is up; reset tells whether it has been up long
-// enough to reset the backoff.
+// up records a session that was up since then: long enough, it resets the
+// backoff.
 func (r *retryState) up(b Backoff, since time.Time) {
 	if time.Since(since) >= b.ResetAfter {
 		r.step = 0
-		r.reported = ""
 	}
 }
 
@@ -87,6 +86,7 @@ func (c *Conn) run() {
 			continue
 		}
 		retry.failures = 0
+		retry.reported = "" // the run of failures ended: the next one is reported
 		c.install(s)
 		c.runHook(s, reason)
 		// Connected before the held frames go out, so that whoever handles

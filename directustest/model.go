@@ -233,3 +233,21 @@ func (s *Server) seed(empty bool) {
 		Permissions: map[string]Permission{"posts": {Read: true}},
 	})
 }
+
+// SetUserPermissions replaces the permissions of the user with that e-mail
+// address, at once: later reads, subscribes and events are evaluated with
+// them (Directus re-reads permissions for every event), as when an
+// administrator revokes a role's read access while clients are connected.
+func (s *Server) SetUserPermissions(email string, p map[string]Permission) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.usersByEmail[email]
+	if u == nil {
+		return fmt.Errorf("directustest: no user %q", email)
+	}
+	u.perms = maps.Clone(p)
+	if u.perms == nil {
+		u.perms = map[string]Permission{}
+	}
+	return nil
+}

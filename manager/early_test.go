@@ -1,94 +1,119 @@
-package manager
+package manager_test
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
-	"github.com/e41af43e/directus-realtime/protocol"
+	"github.com/e41af43e/directus-realtime/internal/hostile"
+	"github.com/e41af43e/directus-realtime/manager"
 )
 
-// Directus registers a subscription before it sends its init, so events can
-// overtake the init. They are held and follow it; if more than the queue
-// size overtake it, the init is incomplete and another resync follows. The
-// embedded server never reorders like this, so the frames are routed by hand.
+// TestEventsOvertakingTheInit: Directus registers a subscription before it
+// sends its init, and a resync read runs while the server subscription
+// delivers, so events can overtake an init. They are held and follow it; if
+// more than the queue holds overtake it, the init is incomplete and another
+// resync follows instead of them. The embedded server never reorders like
+// this, so a scripted server plays the race.
 func TestEventsOvertakingTheInit(t *testing.T) {
-	m, err := New(&conn.Config{URL: "http://127.0.0.1:1", Auth: conn.Auth{Token: "t"}}, &Options{QueueSize: 4})
+	reads := make(chan int, 8)
+	srv := hostile.New(t, nil, func(ctx context.Context, c *hostile.Conn) {
+		if c.AcceptAuth(ctx) != nil {
+			return
+		}
+		sub, err := c.ReadType(ctx, "subscribe")
+		if err != nil {
+			return
+		}
+		uid := hostile.StringUID(sub.UID)
+		// Two events overtake the init.
+		for _, f := range []string{
+			`{"type":"subscription","event":"create","data":[{"id":1}],"uid":%s}`,
+			`{"type":"subscription","event":"create","data":[{"id":2}],"uid":%s}`,
+			`{"type":"subscription","event":"init","data":[],"uid":%s}`,
+		} {
+			if c.Sendf(ctx, f, uid) != nil {
+				return
+			}
+		}
+		for n := 1; ; n++ {
+			read, err := c.ReadType(ctx, "items")
+			if err != nil {
+				return
+			}
+			reads <- n
+			if n == 1 {
+				// Six events (the queue holds four) overtake the read's
+				// reply: that init is incomplete.
+				for i := 0; i < 6; i++ {
+					if c.Sendf(ctx, `{"type":"subscription","event":"update","data":[{"id":1}],"uid":%s}`, uid) != nil {
+						return
+					}
+				}
+			}
+			if c.Sendf(ctx, `{"type":"items","data":[{"id":%d}],"uid":%s}`, n, read.UID) != nil {
+				return
+			}
+		}
+	})
+	m, err := manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: "t"}, PingInterval: -1},
+		&manager.Options{QueueSize: 4, Retry: conn.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
+	if err := m.Connect(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
 	got := make(chan handlers.Event, 100)
-	subscribed := make(chan *Subscription)
-	go func() {
-		s, err := m.Subscribe(context.Background(), SubscribeOptions{Collection: "posts", UID: "p", Persistent: true},
-			handlers.HandlerFunc(func(ev handlers.Event) error { got <- ev; return nil }))
-		if err != nil {
-			t.Error(err)
-		}
-		subscribed <- s
-	}()
-	// Without a session the attempt is recorded, not sent; its uid is rt1.
-	waitWire := func(uid protocol.UID) {
+	sub, err := m.Subscribe(ctx(t), manager.SubscribeOptions{Collection: "posts", UID: "p", Persistent: true},
+		handlers.HandlerFunc(func(ev handlers.Event) error { got <- ev; return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func() handlers.Event {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); ; {
-			m.mu.Lock()
-			_, ok := m.wire[uid]
-			m.mu.Unlock()
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("attempt %s not recorded", uid)
-			}
-			time.Sleep(time.Millisecond) // polling an internal map; there is no signal for it
+		select {
+		case ev := <-got:
+			return ev
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event")
+			return handlers.Event{}
 		}
 	}
-	frame := func(uid protocol.UID, event, data string) *protocol.Message {
-		return &protocol.Message{Type: protocol.TypeSubscription, Event: event, UID: uid, Data: json.RawMessage(data), Received: time.Now()}
-	}
-	waitWire("rt1")
-	// Two events overtake the init: they follow it.
-	m.route(frame("rt1", "create", `[{"id":1}]`))
-	m.route(frame("rt1", "create", `[{"id":2}]`))
-	m.route(frame("rt1", "init", `[]`))
-	sub := <-subscribed
 	for _, want := range []string{"init", "create", "create"} {
-		if ev := <-got; ev.Kind.String() != want {
+		if ev := next(); ev.Kind.String() != want {
 			t.Fatalf("got %s, want %s", ev.Kind, want)
 		}
 	}
-	// Now more than the queue size overtake a resync's init.
-	m.mu.Lock()
-	sub.markResyncing()
-	m.resyncLocked(sub.ss, true)
-	m.mu.Unlock()
-	waitWire("rt2")
-	for i := 0; i < 6; i++ {
-		m.route(frame("rt2", "update", `[{"id":1}]`))
+	resynced := make(chan error, 1)
+	go func() { resynced <- sub.Resync(context.Background()) }()
+	// The first read's reply is incomplete; a second read follows, and the
+	// handler gets two resync inits and none of the six updates.
+	for _, rows := range []string{`[{"id":1}]`, `[{"id":2}]`} {
+		ev := next()
+		if ev.Kind != handlers.KindInit || !ev.Resync || string(ev.Data) != rows {
+			t.Fatalf("got %s %s, want a resync init with %s", ev.Kind, ev.Data, rows)
+		}
 	}
-	m.route(frame("rt2", "init", `[{"id":1}]`))
-	if ev := <-got; ev.Kind != handlers.KindInit || !ev.Resync {
-		t.Fatalf("got %+v", ev)
+	if err := <-resynced; err != nil {
+		t.Fatal(err)
 	}
-	// The incomplete init is followed by another attempt, not by the events.
-	waitWire("rt3")
-	sub.dmu.Lock()
-	st := sub.stateLocked()
-	sub.dmu.Unlock()
-	if sub.Stats().Overflows != 1 || st != StateResyncing {
-		t.Fatalf("stats %+v state %v", sub.Stats(), st)
+	if n := <-reads; n != 1 {
+		t.Fatal(n)
 	}
-	m.route(frame("rt3", "init", `[{"id":1}]`))
-	if ev := <-got; ev.Kind != handlers.KindInit || !ev.Resync {
-		t.Fatalf("got %+v", ev)
+	if n := <-reads; n != 2 {
+		t.Fatal(n)
 	}
 	select {
 	case ev := <-got:
-		t.Fatalf("unexpected %s", ev.Kind)
-	default:
+		t.Fatalf("unexpected %s %s", ev.Kind, ev.Data)
+	case <-time.After(50 * time.Millisecond): // nothing else is due: a window to see a stray event
+	}
+	st := sub.Stats()
+	if st.Overflows != 1 || st.ResyncsByCause[manager.CauseRequested] != 1 || st.ResyncsByCause[manager.CauseLostEarly] != 1 {
+		t.Fatalf("stats %+v", st)
 	}
 }

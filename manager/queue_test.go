@@ -12,11 +12,11 @@ import (
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
-// A queue that never empties during a long burst keeps a backing array of
-// the order of QueueSize, not of the burst, and an idle subscription gives
-// a large array back. The frames are routed by hand so that the number of
-// queued events is known at each step.
-func TestQueueMemoryStaysBoundedDuringALongBurst(t *testing.T) {
+// A queue that never empties during a long burst stays at its bound and
+// loses nothing; the handler goroutine is one for the whole burst. The
+// frames are routed by hand so that the number of queued events is known at
+// each step. (The queue's memory bound itself is tested in internal/queue.)
+func TestQueueStaysAtItsBoundDuringALongBurst(t *testing.T) {
 	const queueSize, burst = 100, 5000
 	m, err := New(&conn.Config{URL: "http://127.0.0.1:1", Auth: conn.Auth{Token: "t"}}, &Options{QueueSize: queueSize})
 	if err != nil {
@@ -84,36 +84,24 @@ func TestQueueMemoryStaysBoundedDuringALongBurst(t *testing.T) {
 	for i := 1; i < queueSize; i++ {
 		m.route(frame("create", i))
 	}
-	maxCap := 0
 	for i := queueSize; i < burst; i++ {
 		gate <- struct{}{}
 		<-took
 		m.route(frame("create", i))
 		sub.dmu.Lock()
-		maxCap = max(maxCap, cap(sub.queue))
-		pending := len(sub.queue) - sub.head
+		pending := sub.q.Len()
 		sub.dmu.Unlock()
 		if pending != queueSize-1 {
 			t.Fatalf("after event %d: %d queued, want %d", i, pending, queueSize-1)
 		}
 	}
-	if maxCap > 2*queueSize {
-		t.Fatalf("the queue's array grew to %d slots for a queue of %d", maxCap, queueSize)
-	}
-	// Let the handler through; once the queue is empty its array goes.
 	release()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := sub.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sub.dmu.Lock()
-	idleCap := cap(sub.queue)
-	sub.dmu.Unlock()
-	if idleCap > idleQueueCap {
-		t.Fatalf("an idle subscription keeps an array of %d slots", idleCap)
-	}
-	if st := sub.Stats(); st.Overflows != 0 || st.Events != burst {
+	if st := sub.Stats(); st.Overflows != 0 || st.Events != burst || st.Queued != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }

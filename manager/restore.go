@@ -23,7 +23,7 @@ func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
 	m.sess = s
 	if reason == conn.ReasonReauthenticated {
 		for _, ss := range m.servers {
-			m.resyncLocked(ss, true)
+			m.resyncLocked(ss, true, CauseReauth)
 		}
 		return
 	}
@@ -32,7 +32,7 @@ func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
 		ss.wireUID = ""
 		ss.awaiting = false
 		for _, l := range ss.locals {
-			l.markResyncing()
+			l.markAwaiting(awaitWire, CauseReconnect)
 		}
 		m.sendSubscribeLocked(ss)
 	}
@@ -41,12 +41,12 @@ func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
 // resyncLocked replaces ss on the server by a new attempt, whose init every
 // local subscription receives. Unless force is set, an attempt already
 // awaiting its init serves.
-func (m *Manager) resyncLocked(ss *serverSub, force bool) {
+func (m *Manager) resyncLocked(ss *serverSub, force bool, cause ResyncCause) {
 	if ss == nil || (ss.awaiting && !force) {
 		return
 	}
 	for _, l := range ss.locals {
-		l.markResyncing()
+		l.markAwaiting(awaitWire, cause)
 	}
 	if ss.wireUID != "" {
 		delete(m.wire, ss.wireUID)
@@ -70,8 +70,16 @@ func (m *Manager) sendSubscribeLocked(ss *serverSub) {
 	if !m.sendLocked(msg) {
 		return
 	}
+	ss.sentAt = time.Now()
 	attempt := ss.attempt
-	ss.timer = time.AfterFunc(m.opts.InitTimeout, func() { m.initTimedOut(ss, attempt) })
+	// Each attempt that times out makes the next wait longer (the Retry
+	// backoff on top of InitTimeout): a server that never answers is not
+	// asked again every InitTimeout for ever.
+	wait := m.opts.InitTimeout
+	if ss.timeouts > 0 {
+		wait += m.opts.Retry.Delay(ss.timeouts - 1)
+	}
+	ss.timer = time.AfterFunc(wait, func() { m.initTimedOut(ss, attempt) })
 }
 
 // sendLocked queues a frame on the current session. Sending with m.mu held
@@ -95,6 +103,38 @@ func (m *Manager) initTimedOut(ss *serverSub, attempt uint64) {
 	if m.closed || ss.attempt != attempt || !ss.awaiting || m.servers[ss.key] != ss {
 		return
 	}
-	m.log.Warn("no init in time; subscribing again", "collection", ss.msg.Collection, "uid", ss.wireUID)
-	m.resyncLocked(ss, true)
+	ss.timeouts++
+	m.log.Warn("no init in time; subscribing again", "collection", ss.msg.Collection, "uid", ss.wireUID, "attempt", ss.timeouts)
+	m.resyncLocked(ss, true, CauseInitTimeout)
+}
+
+// rateLimited runs when the server's rate limiter dropped a frame: it may
+// have been a subscribe. After the limiter's delay (and at least a second,
+// for the init of an accepted one to arrive), every subscribe that was sent
+// before and still has no init is sent again.
+func (m *Manager) rateLimited(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed || m.limited != nil {
+		return // a check is pending; it covers this drop too
+	}
+	at := time.Now()
+	m.limited = time.AfterFunc(max(d, time.Second), func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.limited = nil
+		if m.closed {
+			return
+		}
+		n := 0
+		for _, ss := range m.servers {
+			if ss.awaiting && !ss.sentAt.IsZero() && ss.sentAt.Before(at) {
+				m.resyncLocked(ss, true, CauseInitTimeout)
+				n++
+			}
+		}
+		if n > 0 {
+			m.log.Warn("subscribes possibly dropped by the server's rate limiter; sent again", "subscribes", n)
+		}
+	})
 }

@@ -22,28 +22,23 @@ func (m *Manager) route(msg *protocol.Message) {
 	}
 	m.mu.Unlock()
 	deadline := time.Now().Add(m.opts.OverflowWait)
+	size := eventSize(ev)
 	roomy := make([]bool, len(waiting))
 	for i, s := range waiting {
-		roomy[i] = m.opts.OverflowWait > 0 && s.waitRoom(deadline)
+		roomy[i] = m.opts.OverflowWait > 0 && s.waitRoom(deadline, size)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.wire[msg.UID] != ss {
 		return // a newer attempt replaced this one meanwhile; its init supersedes the event
 	}
-	overflowed := false
 	for i, s := range waiting {
 		if s.ss != ss {
 			continue // unsubscribed meanwhile
 		}
-		if !roomy[i] || s.tryDeliver(s.event(ev.Kind, ev.Data, ev.Meta, ev.Received)) == queueFull {
+		if !roomy[i] || s.tryDeliver(s.event(ev.Kind, ev.Data, ev.Meta, ev.Received), msg.Seq) == queueFull {
 			s.overflow()
-			overflowed = true
 		}
-	}
-	if overflowed {
-		m.log.Warn("subscription queue overflowed; resyncing", "collection", ss.msg.Collection)
-		m.resyncLocked(ss, false)
 	}
 }
 
@@ -66,28 +61,35 @@ func (m *Manager) routeLocked(msg *protocol.Message) (ss *serverSub, waiting []*
 	kind, ok := handlers.ParseKind(msg.Event)
 	if !ok {
 		if msg.Event != protocol.EventUnsubscribe {
-			m.log.Warn("subscription frame with an unknown event", "event", msg.Event)
+			m.log.Warn("subscription frame with an unknown event", "event", protocol.Truncate(msg.Event, 64))
 		}
 		return ss, nil, ev
 	}
 	ev = handlers.Event{Kind: kind, Data: msg.Data, Meta: msg.Meta, Received: msg.Received}
 	if kind == handlers.KindInit {
-		ss.awaiting = false
-		ss.stopTimer()
-		again := false
-		for _, s := range ss.locals {
-			if s.deliverInit(s.event(kind, msg.Data, msg.Meta, msg.Received)) {
-				again = true
-			}
+		if !ss.awaiting {
+			// A second init for an attempt that has one (a hostile or
+			// confused server): the subscription already follows it.
+			return ss, nil, ev
 		}
-		if again {
-			m.log.Warn("events that overtook the init overflowed; resyncing again", "collection", ss.msg.Collection)
-			m.resyncLocked(ss, false)
+		ss.awaiting = false
+		ss.timeouts = 0
+		ss.stopTimer()
+		for _, s := range ss.locals {
+			s.dmu.Lock()
+			wire := s.await == awaitWire || !s.gotInit
+			s.dmu.Unlock()
+			if !wire {
+				continue // it reads its own init
+			}
+			if s.deliverInit(s.event(kind, msg.Data, msg.Meta, msg.Received), 0) {
+				go m.scheduleRecovery(s, CauseLostEarly)
+			}
 		}
 		return ss, nil, ev
 	}
 	for _, s := range ss.locals {
-		if s.tryDeliver(s.event(kind, msg.Data, msg.Meta, msg.Received)) == queueFull {
+		if s.tryDeliver(s.event(kind, msg.Data, msg.Meta, msg.Received), msg.Seq) == queueFull {
 			waiting = append(waiting, s)
 		}
 	}
@@ -100,19 +102,14 @@ func (m *Manager) routeLocked(msg *protocol.Message) (ss *serverSub, waiting []*
 // event the identity may not read), which does not end the subscription.
 func (m *Manager) routeErrorLocked(ss *serverSub, msg *protocol.Message) {
 	if !ss.awaiting {
-		overflowed := false
 		for _, s := range ss.locals {
 			ev := s.event(handlers.KindError, nil, nil, msg.Received)
 			ev.Err = s.serverErr(msg.Err)
-			if s.tryDeliver(ev) == queueFull {
+			if s.tryDeliver(ev, msg.Seq) == queueFull {
 				// No wait for an error: it says an event was lost, and the
 				// resync an overflow brings says more.
 				s.overflow()
-				overflowed = true
 			}
-		}
-		if overflowed {
-			m.resyncLocked(ss, false)
 		}
 		return
 	}

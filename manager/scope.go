@@ -10,7 +10,8 @@ import (
 // Scope groups subscriptions that end together, the Go form of a component
 // that unmounts: Close ends every subscription made through the scope. A
 // scope made with a context also closes when that context is done. A closed
-// scope refuses new subscriptions. Safe for concurrent use.
+// scope refuses new subscriptions with ErrScopeClosed. Safe for concurrent
+// use.
 type Scope struct {
 	m    *Manager
 	stop func() bool
@@ -38,7 +39,7 @@ func (sc *Scope) Subscribe(ctx context.Context, opts SubscribeOptions, h handler
 	closed := sc.closed
 	sc.mu.Unlock()
 	if closed {
-		return nil, ErrUnsubscribed
+		return nil, ErrScopeClosed
 	}
 	return sc.m.subscribe(ctx, opts, h, sc)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -24,8 +25,10 @@ type serverSub struct {
 	// gets a new one, never reused, so frames of a replaced attempt are
 	// recognised and dropped.
 	wireUID  protocol.UID
-	awaiting bool // subscribe sent on the current session, init not received
+	awaiting bool      // subscribe sent on the current session, init not received
+	sentAt   time.Time // when the awaited subscribe was sent
 	attempt  uint64
+	timeouts int // consecutive attempts without init in time, for the backoff
 	timer    *time.Timer
 }
 
@@ -36,23 +39,30 @@ func (ss *serverSub) stopTimer() {
 	}
 }
 
-// Subscribe subscribes and returns once the server's init arrived (or, for
-// an event-only subscription that joins an existing one, at once), bounded
-// by ctx. The handler then receives the init and every later event in
-// order. A subscription that is not Persistent ends when ctx is done.
+// Subscribe subscribes and returns once the subscription's first init
+// arrived, bounded by ctx. The handler then receives the init and every
+// later event in order. A subscription that is not Persistent ends when ctx
+// is done.
+//
+// A subscription identical to a live one (same collection, query, item and
+// event) shares its server subscription: it gets its own init by an items
+// read, and the others see nothing of the join.
 //
 // If opts.UID names a live subscription, no server subscription is made and
-// h is not attached: Subscribe waits for that subscription's first init like
-// its own caller and returns it with a *DuplicateError.
+// h is not attached: with the same options, Subscribe waits for that
+// subscription's first init like its own caller and returns it with a
+// *DuplicateError; with other options, it returns a *DuplicateError saying
+// what differs (errors.Is(err, ErrConflict)) and no subscription.
 //
 // A failed Subscribe leaves nothing behind. The server's refusal is returned
-// as *protocol.ServerError carrying the local uid.
+// as *protocol.ServerError carrying the local uid; invalid options as
+// *protocol.ConfigError.
 func (m *Manager) Subscribe(ctx context.Context, opts SubscribeOptions, h handlers.Handler) (*Subscription, error) {
 	return m.subscribe(ctx, opts, h, nil)
 }
 
 func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handlers.Handler, scope *Scope) (*Subscription, error) {
-	if h == nil {
+	if isNil(h) {
 		return nil, &protocol.ConfigError{Field: "handler", Reason: "nil"}
 	}
 	msg, err := opts.message()
@@ -72,7 +82,11 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handle
 		uid = opts.Collection + "#" + strconv.FormatUint(m.autoSeq, 10)
 	}
 	if existing := m.locals[uid]; existing != nil {
+		conflict := existing.conflict(msg, key)
 		m.mu.Unlock()
+		if conflict != "" {
+			return nil, &DuplicateError{UID: uid, Conflict: conflict}
+		}
 		if err := existing.waitReady(ctx); err != nil {
 			return nil, err
 		}
@@ -80,14 +94,18 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handle
 	}
 	s := &Subscription{
 		m: m, uid: uid, opts: opts, handler: h, item: msg.Item != nil, created: time.Now(), scope: scope,
-		ready: make(chan struct{}), done: make(chan struct{}), initSig: make(chan struct{}),
+		ready: make(chan struct{}), done: make(chan struct{}),
 	}
+	size, bytes := opts.QueueSize, opts.QueueBytes
+	if size <= 0 {
+		size = m.opts.QueueSize
+	}
+	if bytes <= 0 {
+		bytes = m.opts.QueueBytes
+	}
+	s.newQueues(size, bytes)
 	m.createSeq++
 	s.seq = m.createSeq
-	s.queueSize = opts.QueueSize
-	if s.queueSize <= 0 {
-		s.queueSize = m.opts.QueueSize
-	}
 	s.opts.UID = uid
 	if scope != nil {
 		s.opts.Persistent = false
@@ -103,16 +121,12 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handle
 	s.ss = ss
 	switch {
 	case fresh:
+		s.markAwaiting(awaitWire, CauseRequested)
 		m.sendSubscribeLocked(ss)
-	case ss.awaiting:
-		// An init is on its way; it is this subscription's first.
-	case ss.eventOnly:
-		// Nothing to read: the event-only init carries no data.
-		s.deliverInit(s.event(handlers.KindInit, nil, nil, time.Now()))
 	default:
-		// A fresh init serves the newcomer; those already there get it as
-		// a resync, which replaces their state with the same rows.
-		m.resyncLocked(ss, false)
+		// A subscribe under way serves the newcomer too; otherwise it reads
+		// its own init, and those already there see nothing.
+		m.localResyncLocked(s, CauseRequested)
 	}
 	m.mu.Unlock()
 
@@ -122,13 +136,50 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handle
 	}
 	if scope != nil {
 		if !scope.add(s) {
-			_ = m.end(s, ErrUnsubscribed)
-			return nil, ErrUnsubscribed
+			_ = m.end(s, ErrScopeClosed)
+			return nil, ErrScopeClosed
 		}
 	} else if !opts.Persistent {
 		s.bind(ctx)
 	}
 	return s, nil
+}
+
+// isNil reports a nil handler, including a typed nil (a nil HandlerFunc or
+// a nil pointer in the interface), which would crash on the first event.
+func isNil(h handlers.Handler) bool {
+	if h == nil {
+		return true
+	}
+	v := reflect.ValueOf(h)
+	switch v.Kind() {
+	case reflect.Func, reflect.Pointer, reflect.Map, reflect.Interface, reflect.Chan, reflect.Slice:
+		return v.IsNil()
+	}
+	return false
+}
+
+// conflict says what differs between s's options and another subscribe
+// frame, or "" when they would share a server subscription. m.mu is held.
+func (s *Subscription) conflict(msg protocol.SubscribeMessage, key string) string {
+	if s.ss != nil && s.ss.key == key {
+		return ""
+	}
+	mine, err := s.opts.message()
+	if err != nil {
+		return "options"
+	}
+	switch {
+	case mine.Collection != msg.Collection:
+		return "collection"
+	case mine.Event != msg.Event:
+		return "event"
+	case specKey(protocol.SubscribeMessage{Item: mine.Item}) != specKey(protocol.SubscribeMessage{Item: msg.Item}):
+		return "item"
+	case specKey(mine) != key:
+		return "query"
+	}
+	return ""
 }
 
 // waitReady waits for the first init or the failure of the subscription.
@@ -188,6 +239,9 @@ func (o SubscribeOptions) message() (protocol.SubscribeMessage, error) {
 		if _, err := json.Marshal(o.Query); err != nil {
 			return msg, &protocol.ConfigError{Field: "Query", Reason: err.Error()}
 		}
+	}
+	if o.QueueSize < 0 || o.QueueBytes < 0 {
+		return msg, &protocol.ConfigError{Field: "QueueSize", Reason: "negative"}
 	}
 	return msg, nil
 }
@@ -284,42 +338,13 @@ func (m *Manager) detachLocked(s *Subscription) {
 }
 
 func (m *Manager) dropServerLocked(ss *serverSub) {
-	delete(m.servers, ss.key)
+	if m.servers[ss.key] == ss {
+		delete(m.servers, ss.key)
+	}
 	ss.stopTimer()
 	if ss.wireUID != "" {
 		delete(m.wire, ss.wireUID)
 		m.sendLocked(protocol.UnsubscribeMessage{UID: ss.wireUID})
 		ss.wireUID = ""
-	}
-}
-
-// resync asks for a fresh init for s's server subscription and waits for it.
-func (m *Manager) resync(ctx context.Context, s *Subscription) error {
-	m.mu.Lock()
-	if m.locals[s.uid] != s {
-		m.mu.Unlock()
-		return ErrNotFound
-	}
-	s.markResyncing()
-	m.resyncLocked(s.ss, true)
-	m.mu.Unlock()
-	for {
-		s.dmu.Lock()
-		awaiting, failed, ended, sig, initAt := s.awaitingResync, s.failed, s.ended, s.initSig, s.initAt
-		s.dmu.Unlock()
-		switch {
-		case ended:
-			return s.Err()
-		case failed:
-			return ErrResyncRefused
-		case !awaiting:
-			return s.waitConsumed(ctx, initAt)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.done:
-		case <-sig:
-		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/queue"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
@@ -15,16 +16,29 @@ import (
 type Stats struct {
 	// Events is the number of events handed to the handler, inits included.
 	Events uint64
-	// Resyncs counts inits delivered with Resync set.
-	Resyncs uint64
+	// Resyncs counts inits delivered with Resync set; ResyncsByCause
+	// splits them by cause (indexed by ResyncCause).
+	Resyncs        uint64
+	ResyncsByCause [NumResyncCauses]uint64
 	// Errors counts error frames the server sent for the subscription
-	// (delivered as handlers.KindError) and handler errors.
-	Errors uint64
+	// (delivered as handlers.KindError) and handler errors; ErrorCodes
+	// counts the former by code.
+	Errors     uint64
+	ErrorCodes map[protocol.Code]uint64
 	// Overflows counts queue overflows: each discarded the queued events and
 	// asked for a resync, whose init replaces them.
 	Overflows uint64
+	// Panics counts recovered handler panics.
+	Panics uint64
+	// Queued and QueuedBytes are what waits for the handler now.
+	Queued      int
+	QueuedBytes int64
 	// LastEvent is when the last delivered event was received.
 	LastEvent time.Time
+	// LastError is the last error of the subscription (an error event, a
+	// refusal, a handler error or panic, a stall), and when it happened.
+	LastError   error
+	LastErrorAt time.Time
 }
 
 // SubscribeOptions describe a subscription, as the composable's subscribe
@@ -49,9 +63,26 @@ type SubscribeOptions struct {
 	// UnsubscribeCollection and UnsubscribeAll spare them. Others end when
 	// the ctx given to Subscribe is done (or their Scope closes).
 	Persistent bool
-	// QueueSize bounds the events waiting for this subscription's handler;
-	// 0 means Options.QueueSize.
-	QueueSize int
+	// QueueSize and QueueBytes bound the events waiting for this
+	// subscription's handler; 0 means Options.QueueSize and QueueBytes.
+	QueueSize  int
+	QueueBytes int64
+}
+
+// awaiting says which init a subscription waits for.
+type awaiting uint8
+
+const (
+	awaitNone awaiting = iota
+	awaitWire          // the init of a new subscribe attempt, shared by the server subscription's locals
+	awaitRead          // the reply of its own resync read
+)
+
+// held is an event held for an awaited init, with its frame's place in the
+// session (protocol.Message.Seq).
+type held struct {
+	ev  handlers.Event
+	seq uint64
 }
 
 // Subscription is the handle of one local subscription. Its methods are safe
@@ -64,45 +95,59 @@ type Subscription struct {
 	item       bool
 	created    time.Time
 	seq        uint64 // creation order
-	queueSize  int
 	scope      *Scope
 	stopScoped func() bool // unbinds the scoping context
 
 	ss *serverSub // guarded by m.mu
 
 	ready    chan struct{} // closed at the first init or when Subscribe fails
-	initSig  chan struct{} // closed and replaced at every init and refusal (guarded by dmu)
 	readyErr error         // set before ready is closed
 	done     chan struct{} // closed when the subscription ends
 
 	// Delivery state, guarded by dmu. Lock order: m.mu before dmu.
-	dmu            sync.Mutex
-	queue          []handlers.Event
-	head           int
-	running        bool
-	ended          bool
-	endErr         error
-	gotInit        bool
-	awaitingResync bool
-	failed         bool
-	// pushed counts events queued, consumed those handled or discarded;
-	// initAt is the value of pushed at the last init, so that Resync can
-	// wait until the handler has handled that init.
-	pushed, consumed, initAt uint64
-	consumedSig              chan struct{} // closed when consumed moves, if someone waits
-	roomSig                  chan struct{} // closed when the queue is down to roomAt, if route waits for room
-	roomAt                   int
-	// early holds events of the current attempt that arrived before its
-	// init. Directus registers a subscription before it sends the init, so
-	// an event can overtake it; events carry rows as read at dispatch, so
-	// they are newer than the init and follow it.
-	early []handlers.Event
-	// earlyLost records that early overflowed: the init and what is left of
-	// early miss events, so another resync is needed.
+	dmu     sync.Mutex
+	q       *queue.Queue[handlers.Event]
+	running bool          // a handler goroutine exists
+	wake    chan struct{} // wakes a parked handler goroutine (cap 1)
+	ended   bool
+	endErr  error
+	gotInit bool
+	await   awaiting
+	// readSeq numbers the resync reads; a reply whose number is not the
+	// current one is stale.
+	readSeq uint64
+	// cause is why the awaited init was asked for.
+	cause  ResyncCause
+	failed bool
+	// stalled: the queue overflowed; events are dropped until the handler
+	// returns, then a resync is asked for (recover).
+	stalled bool
+	recover bool // a resync is due once the queue is empty
+	// retry paces recoveries: step of the backoff, and when the last
+	// trouble was.
+	retryStep   int
+	lastTrouble time.Time
+	retryTimer  *time.Timer
+	// initAt is the queue's pushed count at the last init, so that Resync
+	// can wait until the handler has handled that init.
+	initAt  uint64
+	initSig chan struct{} // closed and replaced at every init and refusal
+	roomSig chan struct{} // closed when the queue is down to a quarter used, if route waits for room
+	// early holds events of the awaited attempt that arrived before its
+	// init: Directus registers a subscription before it sends the init (and
+	// a resync read runs while the server subscription delivers), so an
+	// event can overtake it; events carry rows as read at dispatch, so they
+	// are newer than the init and follow it.
+	early *queue.Queue[held]
+	// earlyLost records that early overflowed: another resync is needed.
 	earlyLost bool
+	lastErr   error
+	lastErrAt time.Time
+	codes     map[protocol.Code]uint64
 
-	events, resyncs, errors, overflows atomic.Uint64
-	lastEvent                          atomic.Int64
+	events, resyncs, errs, overflows, panics atomic.Uint64
+	byCause                                  [NumResyncCauses]atomic.Uint64
+	lastEvent                                atomic.Int64
 }
 
 // UID returns the subscription's local uid.
@@ -137,10 +182,14 @@ func (s *Subscription) Unsubscribe() error {
 	return s.m.end(s, ErrUnsubscribed)
 }
 
-// Resync asks the server for a fresh init, delivered with Resync set, and
-// returns once the handler has handled it. Subscriptions sharing the server
-// subscription get it too. It must not be called from the subscription's
-// own handler, which would wait for itself.
+// Resync asks the server for a fresh init of this subscription, delivered
+// with Resync set, and returns once the handler has handled it. Other
+// subscriptions sharing its server subscription are not disturbed: the
+// init is read for this one alone. When the server refuses the read (the
+// identity lost read permission, or the item of a single-item subscription
+// is gone), the subscription is failed and ErrResyncRefused returned. It
+// must not be called from the subscription's own handler, which would wait
+// for itself.
 func (s *Subscription) Resync(ctx context.Context) error {
 	return s.m.resync(ctx, s)
 }
@@ -151,7 +200,7 @@ func (s *Subscription) Resync(ctx context.Context) error {
 // own handler, which would wait for itself.
 func (s *Subscription) Flush(ctx context.Context) error {
 	s.dmu.Lock()
-	n := s.pushed
+	n := s.q.Pushed()
 	s.dmu.Unlock()
 	return s.waitConsumed(ctx, n)
 }
@@ -174,25 +223,41 @@ func (s *Subscription) stateLocked() SubscriptionState {
 		return StateEnded
 	case s.failed:
 		return StateFailed
+	case s.stalled:
+		return StateStalled
 	case !s.gotInit:
 		return StatePending
-	case s.awaitingResync:
+	case s.await != awaitNone || s.recover:
 		return StateResyncing
 	}
 	return StateActive
 }
 
-// Stats returns the subscription's counters.
+// Stats returns the counters.
 func (s *Subscription) Stats() Stats {
 	st := Stats{
 		Events:    s.events.Load(),
 		Resyncs:   s.resyncs.Load(),
-		Errors:    s.errors.Load(),
+		Errors:    s.errs.Load(),
 		Overflows: s.overflows.Load(),
+		Panics:    s.panics.Load(),
+	}
+	for i := range s.byCause {
+		st.ResyncsByCause[i] = s.byCause[i].Load()
 	}
 	if ns := s.lastEvent.Load(); ns != 0 {
 		st.LastEvent = time.Unix(0, ns)
 	}
+	s.dmu.Lock()
+	st.Queued, st.QueuedBytes = s.q.Len(), s.q.Bytes()
+	st.LastError, st.LastErrorAt = s.lastErr, s.lastErrAt
+	if len(s.codes) > 0 {
+		st.ErrorCodes = make(map[protocol.Code]uint64, len(s.codes))
+		for c, n := range s.codes {
+			st.ErrorCodes[c] = n
+		}
+	}
+	s.dmu.Unlock()
 	return st
 }
 
@@ -204,296 +269,9 @@ func (s *Subscription) event(kind handlers.Kind, data, meta json.RawMessage, rec
 	}
 }
 
-// deliverInit queues an init. It follows whatever is queued: events before
-// it still reach a handler that wants every event, and the init then
-// replaces the state they built. Resync is set when the handler saw an init
-// before. It reports whether events that overtook the init were lost, in
-// which case another resync must be asked for.
-func (s *Subscription) deliverInit(ev handlers.Event) (again bool) {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	if s.ended {
-		return false
-	}
-	ev.Resync = s.gotInit
-	s.gotInit = true
-	s.awaitingResync = false
-	s.failed = false
-	s.pushLocked(ev)
-	s.initAt = s.pushed
-	if s.earlyLost {
-		// The events kept are superseded by the next init anyway.
-		s.early, s.earlyLost = nil, false
-		again = true
-	}
-	for _, e := range s.early {
-		s.pushLocked(e)
-	}
-	s.early = nil
-	s.markReadyLocked(nil)
-	s.signalInitLocked()
-	return again
-}
-
-func (s *Subscription) signalInitLocked() {
-	close(s.initSig)
-	s.initSig = make(chan struct{})
-}
-
-// delivery is the outcome of tryDeliver.
-type delivery int
-
-const (
-	delivered delivery = iota // queued, or held for the awaited init, or dropped because it ended
-	queueFull                 // the queue is full: wait for room, then try again or overflow
-)
-
-// tryDeliver queues a create, update, delete or error event without
-// waiting. Events of the attempt whose init is awaited are held to follow
-// it (route drops those of replaced attempts).
-func (s *Subscription) tryDeliver(ev handlers.Event) delivery {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	if s.ended {
-		return delivered
-	}
-	if !s.gotInit || s.awaitingResync {
-		if len(s.early) < s.queueSize {
-			s.early = append(s.early, ev)
-		} else if !s.earlyLost {
-			s.overflows.Add(1)
-			s.earlyLost = true
-		}
-		return delivered
-	}
-	if len(s.queue)-s.head >= s.queueSize {
-		return queueFull
-	}
-	s.pushLocked(ev)
-	return delivered
-}
-
-// overflow discards the queue of a subscription whose handler made no room
-// in time; a resync must be asked for.
-func (s *Subscription) overflow() {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	if s.ended || s.awaitingResync {
-		return
-	}
-	s.overflows.Add(1)
-	s.discardLocked()
-	s.awaitingResync = true
-}
-
-// waitRoom waits until the queue is a quarter free, the subscription ends
-// or the deadline passes, and reports whether there is room. It is called
-// without any lock: a handler that calls the manager meanwhile is not held
-// up by the wait.
-func (s *Subscription) waitRoom(deadline time.Time) bool {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	for len(s.queue)-s.head >= s.queueSize && !s.ended {
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			return false
-		}
-		if s.roomSig == nil {
-			// Woken when the queue is down to a quarter free, not at every
-			// event taken: one wake-up per burst, not one per event.
-			s.roomSig = make(chan struct{})
-			s.roomAt = s.queueSize - max(s.queueSize/4, 1)
-		}
-		sig := s.roomSig
-		s.dmu.Unlock()
-		t := time.NewTimer(wait)
-		select {
-		case <-sig:
-		case <-t.C:
-		}
-		t.Stop()
-		s.dmu.Lock()
-	}
-	return true
-}
-
-// markResyncing records that a fresh init was asked for.
-func (s *Subscription) markResyncing() {
-	s.dmu.Lock()
-	if s.gotInit {
-		s.awaitingResync = true
-	}
-	s.early, s.earlyLost = nil, false // they belonged to the attempt being replaced
-	s.dmu.Unlock()
-}
-
-// fail records a refused subscribe. A subscription that never had an init
-// fails its Subscribe call; one that had gets an error event and stays.
-func (s *Subscription) fail(err error, ev handlers.Event) (firstSubscribe bool) {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	if !s.gotInit {
-		s.markReadyLocked(err)
-		return true
-	}
-	s.failed = true
-	s.awaitingResync = false
-	s.pushLocked(ev)
-	s.signalInitLocked()
-	return false
-}
-
-func (s *Subscription) markReadyLocked(err error) {
-	select {
-	case <-s.ready:
-	default:
-		s.readyErr = err
-		close(s.ready)
-	}
-}
-
-// discardLocked drops the queued events, counting them as consumed.
-func (s *Subscription) discardLocked() {
-	s.advanceLocked(uint64(len(s.queue) - s.head))
-	s.emptyQueueLocked()
-}
-
-// idleQueueCap is the largest backing array an empty queue keeps: a burst
-// may grow the array to the queue's size, and an idle subscription should
-// not hold that memory.
-const idleQueueCap = 64
-
-// emptyQueueLocked empties the queue, releasing a large backing array.
-func (s *Subscription) emptyQueueLocked() {
-	if cap(s.queue) > idleQueueCap {
-		s.queue = nil
-	} else {
-		clear(s.queue)
-		s.queue = s.queue[:0]
-	}
-	s.head = 0
-}
-
-func (s *Subscription) advanceLocked(n uint64) {
-	if n == 0 {
-		return
-	}
-	s.consumed += n
-	if s.consumedSig != nil {
-		close(s.consumedSig)
-		s.consumedSig = nil
-	}
-}
-
-// waitConsumed waits until the handler has handled (or the subscription
-// discarded) the first n events queued.
-func (s *Subscription) waitConsumed(ctx context.Context, n uint64) error {
-	for {
-		s.dmu.Lock()
-		if s.consumed >= n || s.ended {
-			ended := s.ended
-			s.dmu.Unlock()
-			if ended {
-				return s.Err()
-			}
-			return nil
-		}
-		if s.consumedSig == nil {
-			s.consumedSig = make(chan struct{})
-		}
-		sig := s.consumedSig
-		s.dmu.Unlock()
-		select {
-		case <-sig:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-func (s *Subscription) pushLocked(ev handlers.Event) {
-	s.pushed++
-	if len(s.queue) == cap(s.queue) && s.head >= cap(s.queue)/4 {
-		// Reuse the slots already handled rather than let append grow the
-		// array: a queue that never empties during a long burst would
-		// otherwise reach the size of the whole burst, not of QueueSize.
-		n := copy(s.queue, s.queue[s.head:])
-		clear(s.queue[n:])
-		s.queue, s.head = s.queue[:n], 0
-	}
-	s.queue = append(s.queue, ev)
-	if !s.running {
-		s.running = true
-		s.m.drains.Add(1)
-		go s.drain()
-	}
-}
-
-// drain runs the handler over the queue, one event at a time, and exits
-// when the queue is empty: idle subscriptions cost no goroutine.
-func (s *Subscription) drain() {
-	defer s.m.drains.Done()
-	handled := uint64(0)
-	for {
-		s.dmu.Lock()
-		s.advanceLocked(handled)
-		handled = 1
-		if s.ended || s.head == len(s.queue) {
-			s.emptyQueueLocked()
-			s.running = false
-			s.dmu.Unlock()
-			return
-		}
-		ev := s.queue[s.head]
-		s.queue[s.head] = handlers.Event{}
-		s.head++
-		if s.roomSig != nil && len(s.queue)-s.head <= s.roomAt {
-			close(s.roomSig)
-			s.roomSig = nil
-		}
-		s.dmu.Unlock()
-
-		// Counted before the call, so that a handler sees its own event
-		// in Stats.
-		s.events.Add(1)
-		s.lastEvent.Store(ev.Received.UnixNano())
-		if ev.Kind == handlers.KindInit && ev.Resync {
-			s.resyncs.Add(1)
-		}
-		if ev.Kind == handlers.KindError {
-			s.errors.Add(1)
-		}
-		err := s.handler.Handle(ev)
-		if err != nil {
-			s.errors.Add(1)
-			s.m.reportError(&HandlerError{UID: s.uid, Kind: ev.Kind, Err: err})
-		}
-	}
-}
-
-// finish marks the subscription ended and drops its queue. It reports false
-// if it had ended already.
-func (s *Subscription) finish(cause error) bool {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	if s.ended {
-		return false
-	}
-	s.ended = true
-	s.endErr = cause
-	s.discardLocked()
-	s.queue, s.early = nil, nil
-	if s.consumedSig != nil {
-		close(s.consumedSig)
-		s.consumedSig = nil
-	}
-	if s.roomSig != nil {
-		close(s.roomSig)
-		s.roomSig = nil
-	}
-	s.markReadyLocked(cause)
-	close(s.done)
-	return true
+// noteErrorLocked records the subscription's last error.
+func (s *Subscription) noteErrorLocked(err error) {
+	s.lastErr, s.lastErrAt = err, time.Now()
 }
 
 // serverErr rewrites a server error frame for this subscription: its uid

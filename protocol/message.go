@@ -262,6 +262,9 @@ type Message struct {
 	Received time.Time
 	// Session is the ID of the Session that received the frame.
 	Session uint64
+	// Seq numbers the frames of a session from 1, in the order they were
+	// read: where a reply stands among the events around it.
+	Seq uint64
 }
 
 // String describes the frame without its data or tokens. It has a value

@@ -5,35 +5,54 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/e41af43e/directus-realtime/handlers"
 )
 
 // Handle applies one subscription event. Rows or keys that do not decode
 // are skipped and counted (the others are applied) and the error is
-// returned, so that the manager reports it.
+// returned, so that the manager reports it: once per episode for inits (a
+// reconcile that meets the same undecodable rows again returns nil; the
+// replica's Status says it is failing).
 func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 	switch ev.Kind {
 	case handlers.KindInit:
 		if ev.Data == nil {
 			// An event-only subscription's init says nothing about rows.
 			c.markSynced()
+			c.firstInitDone(nil)
 			return nil
 		}
 		items, err := c.decodeItems(ev)
 		if len(items) == 0 && err != nil {
 			// Not one row decodes: the frame says nothing usable about
 			// the rows, and replacing them with nothing would empty the
-			// replica. Keep them, and re-read them at the next reconcile.
-			c.markSynced()
+			// replica. Keep them, say the replica is failing, and re-read
+			// them at the pace of the retry backoff.
+			fe := &FailureError{Kind: ErrUndecodable, Err: err, Since: time.Now()}
+			c.firstInitDone(fe)
+			fresh := c.setFailure(ErrUndecodable, err)
 			c.reconcileSoon()
-			return err
+			if !fresh {
+				c.log.Warn("the init still has no decodable row; rows kept, retrying later", "err", err)
+				return nil
+			}
+			c.log.Error("no row of the init decodes into the replica's type; rows kept, retrying later", "err", err)
+			return fe
 		}
-		c.replace(items, ev.Resync)
-		return err
+		changes := c.replace(items, ev.Resync, rowSize(ev.Data, len(items)))
+		if ev.Resync {
+			c.lastResyncChanges.Store(int64(changes))
+		}
+		c.firstInitDone(nil)
+		if c.clearDecodeFailure() {
+			c.log.Info("the init decodes again; the replica follows the server")
+		}
+		return c.onceErr(err)
 	case handlers.KindCreate, handlers.KindUpdate:
 		items, err := c.decodeItems(ev)
-		c.upsert(items)
+		c.upsert(items, rowSize(ev.Data, len(items)))
 		return err
 	case handlers.KindDelete:
 		keys, err := c.decodeKeys(ev)
@@ -100,17 +119,33 @@ func (c *Collection[K, T]) decodeKeys(ev handlers.Event) ([]K, error) {
 	return keys, errors.Join(errs...)
 }
 
+// rowSize is the average size on the wire of n rows in data; 0 keeps the
+// previous estimate.
+func rowSize(data []byte, n int) int64 {
+	if n == 0 {
+		return 0
+	}
+	return max(int64(len(data)/n), 16)
+}
+
 // replace makes the rows equal to items: rows absent from items are
-// deleted, changed ones updated, new ones added, all in one step.
-func (c *Collection[K, T]) replace(items []T, resync bool) {
+// deleted, changed ones updated, new ones added, all in one step. It
+// returns how many rows changed (counted only for a resync, whose rows are
+// compared: what a reconcile corrected).
+func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
-		return
+		return 0
+	}
+	if size > 0 {
+		c.avgRow = size
 	}
 	initial := !c.synced
 	var changes []Change[K, T]
 	notify := len(c.listeners) > 0
+	compare := notify || resync
+	changed := 0
 	// Into an empty replica (the first init, typically) nothing can be
 	// missing from the init, so keys need no tracking.
 	var seen map[K]struct{}
@@ -124,8 +159,11 @@ func (c *Collection[K, T]) replace(items []T, resync bool) {
 		if seen != nil {
 			seen[k] = struct{}{}
 		}
-		ch, changed := c.setLocked(k, item, notify)
-		if changed && notify {
+		ch, ok := c.setLocked(k, item, compare)
+		if ok {
+			changed++
+		}
+		if ok && notify {
 			ch.Initial, ch.Resync = initial, resync
 			changes = append(changes, ch)
 		}
@@ -135,6 +173,7 @@ func (c *Collection[K, T]) replace(items []T, resync bool) {
 			continue
 		}
 		c.deleteLocked(k)
+		changed++
 		if notify {
 			changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old, Initial: initial, Resync: resync})
 		}
@@ -146,13 +185,17 @@ func (c *Collection[K, T]) replace(items []T, resync bool) {
 	c.notifyLocked(changes)
 	c.markSyncedLocked()
 	c.appliedLocked()
+	return changed
 }
 
-func (c *Collection[K, T]) upsert(items []T) {
+func (c *Collection[K, T]) upsert(items []T, size int64) {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
 		return
+	}
+	if size > 0 {
+		c.avgRow = size
 	}
 	var changes []Change[K, T]
 	notify := len(c.listeners) > 0
@@ -231,6 +274,43 @@ func (c *Collection[K, T]) appliedLocked() {
 		c.applied = nil
 	}
 	c.waitMu.Unlock()
+}
+
+// firstInitDone records the outcome of the first init, for Subscribe.
+func (c *Collection[K, T]) firstInitDone(err error) {
+	c.firstOnce.Do(func() {
+		c.firstErr = err
+		close(c.firstInit)
+	})
+}
+
+// onceErr returns err the first time in a row an init has bad rows, and
+// nil for the inits after it that have them too.
+func (c *Collection[K, T]) onceErr(err error) error {
+	c.lock()
+	defer c.unlock()
+	if err == nil {
+		c.decodeFailing = false
+		return nil
+	}
+	if c.decodeFailing {
+		return nil
+	}
+	c.decodeFailing = true
+	return err
+}
+
+// clearDecodeFailure ends an undecodable episode; it reports whether there
+// was one.
+func (c *Collection[K, T]) clearDecodeFailure() bool {
+	c.statusMu.Lock()
+	var fe *FailureError
+	was := errors.As(c.status.Err, &fe) && fe.Kind == ErrUndecodable
+	if was {
+		c.status.Err = nil
+	}
+	c.statusMu.Unlock()
+	return was
 }
 
 func (c *Collection[K, T]) markSynced() {

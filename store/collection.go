@@ -9,13 +9,27 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/manager"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
-// DefaultListenerQueue bounds the changes waiting for one listener. A
-// listener further behind gets a single OpReset instead of its backlog.
-const DefaultListenerQueue = 1 << 20
+// Defaults of Options.
+const (
+	// DefaultListenerQueue bounds the changes waiting for one listener. A
+	// listener further behind gets a single OpReset instead of its backlog.
+	DefaultListenerQueue = 1 << 20
+
+	// DefaultListenerBytes bounds the rows the changes waiting for one
+	// listener hold (each change counts its rows at the size they had on
+	// the wire).
+	DefaultListenerBytes int64 = 64 << 20
+)
+
+// DefaultRetry paces the reconciles a replica brings forward (after error
+// events, a refused or undecodable init): 1 s doubling to 5 minutes, reset
+// after 5 minutes without one.
+var DefaultRetry = conn.Backoff{Initial: time.Second, Max: 5 * time.Minute, ResetAfter: 5 * time.Minute}
 
 // IndexFunc returns the values under which an item is indexed.
 type IndexFunc[T any] func(T) []string
@@ -46,12 +60,32 @@ type Options[K comparable, T any] struct {
 	// ReconcileInterval, when positive, re-reads the subscription's query
 	// that often (with ±10% jitter) and corrects the replica: rows that left
 	// a filter (Directus sends no event for that), missed events and writes
-	// that emitted none. Error events make the next reconcile come at once.
+	// that emitted none. Error events, a refused reconcile and an init with
+	// no decodable row bring the next reconcile forward, paced by Retry.
 	ReconcileInterval time.Duration
 
-	// ListenerQueue bounds each listener's backlog; 0 means
-	// DefaultListenerQueue.
+	// Retry paces the reconciles brought forward: however many error
+	// events arrive, at most one reconcile per backoff step runs, and a
+	// condition that does not heal (permission revoked, item gone, rows that
+	// do not decode) is retried at the backoff's pace, not in a loop. The
+	// zero value means DefaultRetry.
+	Retry conn.Backoff
+
+	// ListenerQueue and ListenerBytes bound each listener's backlog; 0
+	// means DefaultListenerQueue and DefaultListenerBytes.
 	ListenerQueue int
+	ListenerBytes int64
+
+	// OnError receives, once per occurrence of a condition rather than once
+	// per attempt, what the replica cannot fix by itself: a reconcile the
+	// server refused, reconciles that keep failing, and recovered panics of
+	// listeners (*protocol.PanicError). Errors of the events themselves
+	// (rows that do not decode) are returned by Handle to the manager,
+	// which reports them to its OnError. nil means they are only logged.
+	OnError func(error)
+
+	// CrashOnPanic turns off the recovery of panics in listeners.
+	CrashOnPanic bool
 
 	// Logger receives warnings (bad rows, reconcile failures); nil is silent.
 	Logger *slog.Logger
@@ -66,6 +100,14 @@ type Stats struct {
 	StaleSkipped uint64 // rows kept because Stale said the incoming one was older
 	BadRows      uint64 // rows or keys that did not decode, skipped
 	Reconciles   uint64 // reconciles started
+	// ReconcileFailures counts reconciles that failed (refused, timed out,
+	// undecodable).
+	ReconcileFailures uint64
+	// ReconcileChanges counts the rows reconciles added, changed or
+	// removed: what events had missed.
+	ReconcileChanges uint64
+	// ListenerPanics counts recovered panics of listeners.
+	ListenerPanics uint64
 }
 
 // Collection is an in-memory replica of the rows a subscription selects,
@@ -101,7 +143,25 @@ type Collection[K comparable, T any] struct {
 	listenWG  sync.WaitGroup
 	closeOnce sync.Once
 
+	// status is the replica's health: why it cannot follow the server, and
+	// what the last reconcile did (statusMu).
+	statusMu sync.Mutex
+	status   Status
+	// firstInit is closed once the first init was handled, well or not;
+	// firstErr says why not.
+	firstInit chan struct{}
+	firstErr  error
+	firstOnce sync.Once
+	// decodeFailing is set while inits fail to decode, so that the error is
+	// returned once per episode (under lock).
+	decodeFailing bool
+	// avgRow is the size of a row on the wire, from the last decoded event:
+	// what a queued change is counted as (under lock).
+	avgRow int64
+
 	inits, resyncs, events, errorEvents, staleSkipped, badRows, reconciles atomic.Uint64
+	reconcileFailures, reconcileChanges, listenerPanics                    atomic.Uint64
+	lastResyncChanges                                                      atomic.Int64
 }
 
 // New returns an empty Collection, or a *protocol.ConfigError for options it
@@ -113,8 +173,23 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 	if opts.KeyField == "" {
 		opts.KeyField = "id"
 	}
-	if opts.ListenerQueue <= 0 {
+	if opts.ListenerQueue < 0 || opts.ListenerBytes < 0 || opts.ReconcileInterval < 0 {
+		return nil, &protocol.ConfigError{Field: "ListenerQueue", Reason: "negative"}
+	}
+	if opts.ListenerQueue == 0 {
 		opts.ListenerQueue = DefaultListenerQueue
+	}
+	if opts.ListenerBytes == 0 {
+		opts.ListenerBytes = DefaultListenerBytes
+	}
+	if opts.Retry == (conn.Backoff{}) {
+		opts.Retry = DefaultRetry
+	}
+	if err := opts.Retry.Validate("Retry"); err != nil {
+		return nil, err
+	}
+	if opts.Retry.ResetAfter == 0 {
+		opts.Retry.ResetAfter = DefaultRetry.ResetAfter
 	}
 	c := &Collection[K, T]{
 		opts:      opts,
@@ -125,6 +200,8 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 		listeners: make(map[*listener[K, T]]struct{}),
 		syncedCh:  make(chan struct{}),
 		soon:      make(chan struct{}, 1),
+		firstInit: make(chan struct{}),
+		avgRow:    128,
 	}
 	if opts.Logger != nil {
 		c.log = opts.Logger.With("component", "directus-store")
@@ -255,7 +332,21 @@ func (c *Collection[K, T]) Stats() Stats {
 	return Stats{
 		Inits: c.inits.Load(), Resyncs: c.resyncs.Load(), Events: c.events.Load(),
 		Errors: c.errorEvents.Load(), StaleSkipped: c.staleSkipped.Load(), BadRows: c.badRows.Load(),
-		Reconciles: c.reconciles.Load(),
+		Reconciles: c.reconciles.Load(), ReconcileFailures: c.reconcileFailures.Load(),
+		ReconcileChanges: c.reconcileChanges.Load(), ListenerPanics: c.listenerPanics.Load(),
+	}
+}
+
+// rowSize is what one row of a queued change is counted as. c.mu is held.
+func (c *Collection[K, T]) rowSize() int64 { return c.avgRow }
+
+// reportPanic reports a recovered panic of a listener.
+func (c *Collection[K, T]) reportPanic(where string, v any, stack []byte) {
+	c.listenerPanics.Add(1)
+	pe := &protocol.PanicError{Callback: where, Value: v, Stack: stack}
+	c.log.Error("listener panicked; recovered", "panic", v)
+	if c.opts.OnError != nil {
+		c.opts.OnError(pe)
 	}
 }
 

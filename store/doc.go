@@ -39,8 +39,10 @@
 // rows and indexes show them. A listener added late first hears an add for
 // every row present. Changes of the first init are marked Initial, those of
 // later inits Resync. Unchanged rows produce no change. A listener that
-// falls more than Options.ListenerQueue changes behind gets one OpReset in
-// place of its backlog and should re-read the collection. Listeners of one
+// falls more than Options.ListenerQueue changes (or ListenerBytes of rows)
+// behind gets one OpReset in place of its backlog and should re-read the
+// collection. A listener that panics is recovered and reported to
+// Options.OnError, and hears the next change. Listeners of one
 // collection are independent of each other: no ordering holds between them.
 //
 // # How long the replica can differ from the server
@@ -62,14 +64,28 @@
 //     event Directus replaced by an error frame, and a write that fell into
 //     Directus's window between an init and its registration: until the next
 //     reconcile (Options.ReconcileInterval, or Reconcile on demand; an error
-//     event brings the next reconcile forward to now).
+//     event brings the next reconcile forward, as soon as Options.Retry
+//     allows).
 //
 // Without a reconcile interval, divergence of the last kind lasts until the
 // next resync of any cause. After every reconcile that completes without
 // concurrent writes, the replica equals the server's rows for its query. A
-// reconcile the server refuses (FORBIDDEN: the identity lost read
+// reconcile is a read of the query for this replica alone (other
+// subscriptions sharing its server subscription are not disturbed).
+//
+// # When the server cannot be followed
+//
+// A reconcile the server refuses (FORBIDDEN: the identity lost read
 // permission, or the item of a single-item subscription is gone, maybe
-// deleted by keys Directus never matches against the item) empties it.
+// deleted by keys Directus never matches against the item) empties the
+// replica; an init in which not one row decodes into T keeps the rows held.
+// Either way Status().Err says so (a *FailureError matching ErrRefused or
+// ErrUndecodable, with the time it began), the condition is reported once
+// (OnError for a refusal, the manager's OnError for rows that do not decode),
+// and the replica keeps trying at the pace of Options.Retry: however many
+// error events arrive, at most one reconcile per backoff step runs, 1 s
+// doubling to 5 minutes by default. The first success clears the failure.
+// A first init in which no row decodes fails Subscribe instead.
 //
 // # Queries
 //

@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"runtime/debug"
 	"sync"
+
+	"github.com/e41af43e/directus-realtime/internal/queue"
 )
 
 // Op is the kind of a Change.
@@ -64,9 +67,12 @@ func (f ListenerFunc[K, T]) OnChange(ch Change[K, T]) { f(ch) }
 // hears an OpAdd marked Initial for every row present, then every later
 // change, in order, from a goroutine of its own: a slow listener delays
 // neither the replica nor the other listeners. Each change is delivered
-// after the rows and indexes show it.
+// after the rows and indexes show it. A panic in l is recovered (unless
+// Options.CrashOnPanic), reported to Options.OnError as a
+// *protocol.PanicError, and the listener goes on with the next change.
 func (c *Collection[K, T]) AddListener(l Listener[K, T]) (remove func()) {
-	ls := &listener[K, T]{fn: l, limit: c.opts.ListenerQueue, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	ls := &listener[K, T]{c: c, fn: l, q: queue.New[Change[K, T]](c.opts.ListenerQueue, c.opts.ListenerBytes),
+		wake: make(chan struct{}, 1), stop: make(chan struct{})}
 	c.lock()
 	if c.closed {
 		c.unlock()
@@ -76,7 +82,7 @@ func (c *Collection[K, T]) AddListener(l Listener[K, T]) (remove func()) {
 	for k, v := range c.rows {
 		initial = append(initial, Change[K, T]{Op: OpAdd, Key: k, New: v, Initial: true})
 	}
-	ls.push(initial)
+	ls.push(initial, c.rowSize())
 	c.listeners[ls] = struct{}{}
 	c.listenWG.Add(1)
 	c.unlock()
@@ -96,43 +102,47 @@ func (c *Collection[K, T]) notifyLocked(changes []Change[K, T]) {
 	if len(changes) == 0 {
 		return
 	}
+	size := c.rowSize()
 	for l := range c.listeners {
-		l.push(changes)
+		l.push(changes, size)
 	}
 }
 
+// changeOverhead is counted per queued change besides its rows.
+const changeOverhead = 64
+
 type listener[K comparable, T any] struct {
-	fn    Listener[K, T]
-	limit int
+	c  *Collection[K, T]
+	fn Listener[K, T]
 
 	mu       sync.Mutex
-	queue    []Change[K, T]
-	head     int
+	q        *queue.Queue[Change[K, T]]
 	wake     chan struct{}
 	stop     chan struct{}
 	stopOnce sync.Once
-	// pushed counts changes queued and done those handled or dropped, so
-	// that FlushListeners can wait for what is queued now.
-	pushed, done uint64
-	doneSig      chan struct{} // closed when done moves, if someone waits
 }
 
-// push queues changes without blocking; past the limit the backlog becomes
+// push queues changes without blocking; past the queue's bounds (in changes
+// and in bytes, each change counted as its rows' size) the backlog becomes
 // one OpReset.
-func (l *listener[K, T]) push(changes []Change[K, T]) {
+func (l *listener[K, T]) push(changes []Change[K, T], rowSize int64) {
 	if len(changes) == 0 {
 		return
 	}
 	l.mu.Lock()
-	if len(l.queue)-l.head+len(changes) > l.limit {
-		l.advanceLocked(uint64(len(l.queue) - l.head + len(changes)))
-		clear(l.queue)
-		l.queue = append(l.queue[:0], Change[K, T]{Op: OpReset})
-		l.head = 0
-		l.pushed += uint64(len(changes)) + 1
-	} else {
-		l.queue = append(l.queue, changes...)
-		l.pushed += uint64(len(changes))
+	for _, ch := range changes {
+		size := changeOverhead + rowSize
+		if ch.Op == OpUpdate {
+			size += rowSize // the old row and the new
+		}
+		if !l.q.Fits(size) {
+			// The backlog and the rest of this batch are replaced by one
+			// reset: the listener re-reads the collection.
+			l.q.Discard()
+			l.q.Push(Change[K, T]{Op: OpReset}, changeOverhead)
+			break
+		}
+		l.q.Push(ch, size)
 	}
 	l.mu.Unlock()
 	select {
@@ -142,15 +152,11 @@ func (l *listener[K, T]) push(changes []Change[K, T]) {
 }
 
 func (l *listener[K, T]) run() {
-	handled := uint64(0)
 	for {
 		l.mu.Lock()
-		l.advanceLocked(handled)
-		handled = 1
-		if l.head == len(l.queue) {
-			clear(l.queue)
-			l.queue, l.head = l.queue[:0], 0
-			l.mu.Unlock()
+		ch, ok := l.q.Pop()
+		l.mu.Unlock()
+		if !ok {
 			select {
 			case <-l.wake:
 				continue
@@ -158,46 +164,43 @@ func (l *listener[K, T]) run() {
 				return
 			}
 		}
-		ch := l.queue[l.head]
-		l.queue[l.head] = Change[K, T]{}
-		l.head++
-		l.mu.Unlock()
 		select {
 		case <-l.stop:
 			return
 		default:
 		}
-		l.fn.OnChange(ch)
+		l.call(ch)
+		l.mu.Lock()
+		l.q.Done(1)
+		l.mu.Unlock()
 	}
 }
 
-func (l *listener[K, T]) advanceLocked(n uint64) {
-	if n == 0 {
-		return
+// call runs the listener on one change, recovering a panic.
+func (l *listener[K, T]) call(ch Change[K, T]) {
+	if !l.c.opts.CrashOnPanic {
+		defer func() {
+			if v := recover(); v != nil {
+				l.c.reportPanic("listener", v, debug.Stack())
+			}
+		}()
 	}
-	l.done += n
-	if l.doneSig != nil {
-		close(l.doneSig)
-		l.doneSig = nil
-	}
+	l.fn.OnChange(ch)
 }
 
 // flush waits until the listener has handled every change queued before the
 // call, or was removed.
 func (l *listener[K, T]) flush(ctx context.Context) error {
 	l.mu.Lock()
-	target := l.pushed
+	target := l.q.Pushed()
 	l.mu.Unlock()
 	for {
 		l.mu.Lock()
-		if l.done >= target {
+		if l.q.DoneCount() >= target {
 			l.mu.Unlock()
 			return nil
 		}
-		if l.doneSig == nil {
-			l.doneSig = make(chan struct{})
-		}
-		sig := l.doneSig
+		sig := l.q.Progress()
 		l.mu.Unlock()
 		select {
 		case <-sig:

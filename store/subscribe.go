@@ -36,6 +36,11 @@ var (
 // (an event re-read through them skips rows), and fields that leave out the
 // primary key. A positive limit is accepted with a warning: rows pushed out
 // of the first N send no event, so only reconcile notices.
+//
+// A first init with rows of which not one decodes into T (the collection's
+// keys do not fit K, or its fields not T) fails Subscribe with a
+// *FailureError matching ErrUndecodable, rather than give a replica that
+// says it is synced and holds nothing.
 func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, opts manager.SubscribeOptions) (*manager.Subscription, error) {
 	q, err := c.replicaQuery(opts)
 	if err != nil {
@@ -56,9 +61,15 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 	}
 	// The manager returns when the init arrived; a replica is ready when it
 	// has been applied.
-	if err := c.WaitSynced(ctx); err != nil {
+	select {
+	case <-c.firstInit:
+	case <-ctx.Done():
 		_ = sub.Unsubscribe()
-		return nil, err
+		return nil, ctx.Err()
+	}
+	if c.firstErr != nil {
+		_ = sub.Unsubscribe()
+		return nil, c.firstErr
 	}
 	c.sub = sub
 	if c.opts.ReconcileInterval > 0 {
@@ -99,14 +110,16 @@ func (c *Collection[K, T]) Subscription() *manager.Subscription {
 	return c.sub
 }
 
-// Reconcile re-reads the subscription's query now, by a resubscribe whose
-// init replaces the rows, and returns when that init has been applied.
+// Reconcile re-reads the subscription's query now (a read for this
+// replica alone; see manager.Subscription.Resync), replaces the rows with
+// the answer, and returns when that has been applied.
 //
-// When the server refuses the resubscribe, the query selects no row this
-// identity can see (Directus answers FORBIDDEN when the identity lost read
+// When the server refuses the read, the query selects no row this identity
+// can see (Directus answers FORBIDDEN when the identity lost read
 // permission, and when the item of a single-item subscription no longer
-// exists, whose delete it may never have sent): the replica is emptied and
-// manager.ErrResyncRefused returned.
+// exists, whose delete it may never have sent): the replica is emptied,
+// its Status fails with ErrRefused, and manager.ErrResyncRefused is
+// returned.
 func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 	c.ctl.Lock()
 	sub := c.sub
@@ -115,10 +128,38 @@ func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 		return ErrNotSubscribed
 	}
 	c.reconciles.Add(1)
+	start := time.Now()
+	c.lastResyncChanges.Store(0)
 	err := sub.Resync(ctx)
-	if errors.Is(err, manager.ErrResyncRefused) {
-		c.replace(nil, true)
+	changes := int(c.lastResyncChanges.Load())
+	switch {
+	case errors.Is(err, manager.ErrResyncRefused):
+		changes = c.replace(nil, true, 0)
+		c.reconcileFailures.Add(1)
+		cause := sub.Stats().LastError
+		if c.setFailure(ErrRefused, cause) {
+			fe := &FailureError{Kind: ErrRefused, Err: cause, Since: time.Now()}
+			c.log.Error("the server refused to read the replica's query; replica emptied, retrying later", "err", cause)
+			c.reportError(fe)
+		} else {
+			c.log.Warn("the server still refuses to read the replica's query", "err", cause)
+		}
+	case err != nil:
+		c.reconcileFailures.Add(1)
+	default:
+		c.statusMu.Lock()
+		var fe *FailureError
+		refused := errors.As(c.status.Err, &fe) && fe.Kind == ErrRefused
+		if refused {
+			c.status.Err = nil
+		}
+		c.statusMu.Unlock()
+		if refused {
+			c.log.Info("the server reads the replica's query again; the replica follows it")
+		}
 	}
+	c.reconcileChanges.Add(uint64(changes))
+	c.recordReconcile(err, changes, time.Since(start))
 	return err
 }
 
@@ -129,12 +170,26 @@ func (c *Collection[K, T]) reconcileSoon() {
 	}
 }
 
+// reconcileLoop reconciles every ReconcileInterval (±10%), and sooner when
+// asked (an error event, a refused or undecodable init), but never sooner
+// than the retry backoff allows: however many error events arrive, one
+// reconcile per backoff step runs. The backoff grows with each reconcile
+// brought forward, and goes back to its start after Retry.ResetAfter
+// without one.
 func (c *Collection[K, T]) reconcileLoop(sub *manager.Subscription, stop, done chan struct{}) {
 	defer close(done)
+	defer c.setNextReconcile(time.Time{})
 	every := c.opts.ReconcileInterval
+	var (
+		step      int
+		lastStart time.Time
+		lastSoon  time.Time
+	)
 	for {
 		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(every))
-		t := time.NewTimer(every + jitter)
+		due := time.Now().Add(every + jitter)
+		c.setNextReconcile(due)
+		t := time.NewTimer(time.Until(due))
 		select {
 		case <-stop:
 			t.Stop()
@@ -144,8 +199,33 @@ func (c *Collection[K, T]) reconcileLoop(sub *manager.Subscription, stop, done c
 			return
 		case <-c.soon:
 			t.Stop()
+			if time.Since(lastSoon) >= c.opts.Retry.ResetAfter {
+				step = 0
+			}
+			at := lastStart.Add(c.opts.Retry.Delay(step))
+			step++
+			lastSoon = time.Now()
+			if wait := time.Until(at); wait > 0 {
+				c.setNextReconcile(at)
+				w := time.NewTimer(wait)
+				select {
+				case <-stop:
+					w.Stop()
+					return
+				case <-sub.Done():
+					w.Stop()
+					return
+				case <-w.C:
+				}
+			}
+			// Requests that came while waiting are served by this one.
+			select {
+			case <-c.soon:
+			default:
+			}
 		case <-t.C:
 		}
+		lastStart = time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), max(every, 30*time.Second))
 		go func() {
 			select {
@@ -154,7 +234,7 @@ func (c *Collection[K, T]) reconcileLoop(sub *manager.Subscription, stop, done c
 			case <-ctx.Done():
 			}
 		}()
-		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil {
+		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, manager.ErrResyncRefused) {
 			c.log.Warn("reconcile failed", "err", err)
 		}
 		cancel()
