@@ -566,3 +566,64 @@ func TestRateLimitedRequests(t *testing.T) {
 		t.Fatalf("%d pings on the wire, want the dropped one and its resend", n)
 	}
 }
+
+// TestFloodDuringTheHookIsBounded: frames that arrive while a slow OnConnect
+// hook runs are held (they must follow the hook), but only up to
+// MaxHeldBytes: past it the session is dropped rather than buffer a flood
+// for as long as the hook takes.
+func TestFloodDuringTheHookIsBounded(t *testing.T) {
+	const limit, size = 8 << 20, 16 << 10
+	var sent atomic.Int64
+	floodEnded := make(chan struct{})
+	srv := hostile.New(t, nil, func(ctx context.Context, c *hostile.Conn) {
+		if c.AcceptAuth(ctx) != nil {
+			return
+		}
+		defer close(floodEnded)
+		data := strings.Repeat("f", size)
+		for i := 0; ; i++ {
+			if c.Sendf(ctx, `{"type":"subscription","event":"create","uid":"s","data":[{"id":%d,"t":%q}]}`, i, data) != nil {
+				return // the client dropped the session
+			}
+			if sent.Add(size) > 256<<20 {
+				return
+			}
+		}
+	})
+	release := make(chan struct{})
+	var hooks atomic.Int64
+	c, err := conn.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: "t"}, PingInterval: -1, MaxHeldBytes: limit,
+		Backoff: conn.Backoff{Initial: time.Minute}, // one session only
+		OnConnect: func(*conn.Session, conn.ConnectReason) {
+			if hooks.Add(1) == 1 {
+				<-release // a hook that takes its time while the server floods
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	states := c.WatchState(ctxT(t))
+	go func() { _ = c.Connect(context.Background()) }()
+	before := heapStats()
+	// The session is dropped while the hook still runs: the server's writes fail.
+	select {
+	case <-floodEnded:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the flood went on: %d MiB written", sent.Load()>>20)
+	}
+	after := heapStats()
+	if sent.Load() > 256<<20 {
+		t.Fatalf("the client took %d MiB during the hook without dropping the session", sent.Load()>>20)
+	}
+	close(release)
+	sc := waitState(t, states, conn.StateReconnecting)
+	if !errors.Is(sc.Err, protocol.ErrProtocol) {
+		t.Fatalf("session ended by %v, want the held-frames protocol error", sc.Err)
+	}
+	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("server wrote %d MiB during the hook; heap in use %+.1f MiB", sent.Load()>>20, float64(grown)/(1<<20))
+	if grown > 4*limit {
+		t.Fatalf("heap grew by %d MiB for a hold limit of %d MiB", grown>>20, limit>>20)
+	}
+}

@@ -537,8 +537,9 @@ func (s *Session) deliverSubscription(m *protocol.Message) {
 		s.heldBytes += len(m.Data) + len(m.Meta) + heldOverhead
 		if limit := s.c.cfg.MaxHeldBytes; int64(s.heldBytes) > limit {
 			s.held = nil
+			inHook := s.inHook
 			s.mu.Unlock()
-			s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", limit, "in_hook", s.inHook)
+			s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", limit, "in_hook", inHook)
 			s.end(&protocol.ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", limit>>20), Type: m.Type, Size: len(m.Data)})
 			return
 		}
