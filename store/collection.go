@@ -306,8 +306,9 @@ func (c *Collection[K, T]) WaitSynced(ctx context.Context) error {
 	}
 }
 
-// WaitFor waits until cond returns true. cond is evaluated now and after
-// every event the collection applies; it may read the collection.
+// WaitFor waits until cond returns true. cond is evaluated now, after
+// every event the collection applies and whenever Status().Err changes; it
+// may read the collection.
 func (c *Collection[K, T]) WaitFor(ctx context.Context, cond func() bool) error {
 	for {
 		c.waitMu.Lock()
