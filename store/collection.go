@@ -130,6 +130,7 @@ type Collection[K comparable, T any] struct {
 	listeners map[*listener[K, T]]struct{}
 	synced    bool
 	syncedCh  chan struct{}
+	closedCh  chan struct{} // closed by Close
 	waitMu    sync.Mutex
 	applied   chan struct{} // made by WaitFor, closed after the next applied event
 	closed    bool
@@ -199,6 +200,7 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 		indexes:   make(map[string]*index[K, T], len(opts.Indexers)),
 		listeners: make(map[*listener[K, T]]struct{}),
 		syncedCh:  make(chan struct{}),
+		closedCh:  make(chan struct{}),
 		soon:      make(chan struct{}, 1),
 		firstInit: make(chan struct{}),
 		avgRow:    128,
