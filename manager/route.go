@@ -85,6 +85,13 @@ func (m *Manager) routeLocked(msg *protocol.Message) (ss *serverSub, waiting []*
 			if s.deliverInit(s.event(kind, msg.Data, msg.Meta, msg.Received), 0) {
 				go m.scheduleRecovery(s, CauseLostEarly)
 			}
+			m.recomputeIfDueLocked(s)
+		}
+		return ss, nil, ev
+	}
+	if ss.recompute {
+		for _, s := range ss.locals {
+			m.recomputeLocked(s)
 		}
 		return ss, nil, ev
 	}
