@@ -16,9 +16,9 @@ import (
 )
 
 // pacedSubscriptions is how many distinct subscriptions the paced restore
-// carries: ten seconds of the limited profile's budget. The unpaced one,
-// which spends most of its time on frames the limiter drops, carries
-// fewer, to keep the suite's time.
+// carries (a tenth with -short). The unpaced one, which spends most of its
+// time on frames the limiter drops, carries fewer, to keep the suite's
+// time.
 const (
 	pacedSubscriptions   = 10000
 	unpacedSubscriptions = 2000
@@ -46,6 +46,9 @@ func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 			restoreSubscriptions := unpacedSubscriptions
 			if paced {
 				restoreSubscriptions = pacedSubscriptions
+			}
+			if testing.Short() {
+				restoreSubscriptions /= 10
 			}
 			o := clientOpts{}
 			if paced {
@@ -92,12 +95,12 @@ func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 			if paced && drops != 0 {
 				t.Fatalf("paced at %.0f/s, the limiter still dropped %d frames", o.SendRate, drops)
 			}
-			if !paced && drops == 0 {
-				t.Fatal("unpaced, the limiter dropped nothing: the scenario did not test the resend")
-			}
 			subscribes, _ := c.checkWire(t)
-			if !paced && subscribes <= 2*restoreSubscriptions {
-				t.Fatalf("%d subscribes sent unpaced, want the dropped ones sent again", subscribes)
+			// A real Directus on a small machine may serve subscribes more
+			// slowly than its limiter allows: it then drops nothing.
+			// directustest serves them at once, and must.
+			if !paced && !tg.Real() && (drops == 0 || subscribes <= 2*restoreSubscriptions) {
+				t.Fatalf("unpaced: the limiter dropped %d frames and %d subscribes were sent: the scenario did not test the resend", drops, subscribes)
 			}
 			if paced && subscribes != 2*restoreSubscriptions {
 				t.Fatalf("%d subscribes sent paced, want %d (each once per session)", subscribes, 2*restoreSubscriptions)

@@ -28,7 +28,7 @@ const (
 	Short   Profile = "short"   // handshake, heartbeat 3 s, token TTL 15 s, auth timeout 5 s
 	Strict  Profile = "strict"  // token at the HTTP upgrade
 	Public  Profile = "public"  // unauthenticated sockets act as the Public role
-	Limited Profile = "limited" // handshake, rate limiter on: 1000 messages per second per socket
+	Limited Profile = "limited" // handshake, rate limiter on: 200 messages per second per socket
 )
 
 // Settings are a server's realtime settings.
@@ -49,7 +49,7 @@ var profiles = map[Profile]Settings{
 	Strict:  {Mode: conn.AuthStrict, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second},
 	Public:  {Mode: conn.AuthPublic, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second},
 	Limited: {Mode: conn.AuthHandshake, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second,
-		RateLimit: directustest.RateLimit{Points: 1000, Duration: time.Second}},
+		RateLimit: directustest.RateLimit{Points: 200, Duration: time.Second}},
 }
 
 // Credentials of the seeded model. Empty fields are unknown: scenarios

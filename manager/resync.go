@@ -94,6 +94,9 @@ func (m *Manager) readLocked(s *Subscription, seq uint64) {
 		cancel()
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		if err == nil {
+			m.noteProgressLocked()
+		}
 		if m.closed || m.locals[s.uid] != s || s.ss != ss || ss.attempt != attempt || !s.currentRead(seq) {
 			return // superseded by a new subscribe attempt, or ended
 		}

@@ -29,8 +29,9 @@ type serverSub struct {
 	// gets a new one, never reused, so frames of a replaced attempt are
 	// recognised and dropped.
 	wireUID  protocol.UID
-	awaiting bool      // subscribe sent on the current session, init not received
-	sentAt   time.Time // when the awaited subscribe was sent
+	awaiting bool          // subscribe sent on the current session, init not received
+	sentAt   time.Time     // when the session took the awaited subscribe; zero before
+	wait     time.Duration // the init timeout of the current attempt
 	attempt  uint64
 	timeouts int // consecutive attempts without init in time, for the backoff
 	timer    *time.Timer

@@ -12,7 +12,7 @@
 #   short    +1  handshake auth, heartbeat 3 s, access-token TTL 15s, auth timeout 5 s
 #   strict   +2  strict auth (token required at the HTTP upgrade)
 #   public   +3  public auth (unauthenticated sockets act as the Public role)
-#   limited  +4  handshake auth, rate limiter on: 1000 messages per second per socket (and per IP for REST)
+#   limited  +4  handshake auth, rate limiter on: 200 messages per second per socket (and per IP for REST)
 # The env file exports DIRECTUS_URL, DIRECTUS_WS_URL, the tokens and credentials for `default`,
 # and DIRECTUS_URL_<PROFILE> (e.g. DIRECTUS_URL_STRICT) for every profile started.
 set -euo pipefail
@@ -42,7 +42,7 @@ for profile in $PROFILES; do
                            DIRECTUS_ACCESS_TOKEN_TTL=15s WEBSOCKETS_REST_AUTH_TIMEOUT=5) ;;
     strict)  off=2; knobs=(DIRECTUS_WS_AUTH=strict) ;;
     public)  off=3; knobs=(DIRECTUS_WS_AUTH=public) ;;
-    limited) off=4; knobs=(DIRECTUS_WS_AUTH=handshake RATE_LIMITER_ENABLED=true RATE_LIMITER_POINTS=1000
+    limited) off=4; knobs=(DIRECTUS_WS_AUTH=handshake RATE_LIMITER_ENABLED=true RATE_LIMITER_POINTS=200
                            RATE_LIMITER_DURATION=1) ;;
     *) die "unknown profile '$profile' (default, short, strict, public, limited)" ;;
   esac
