@@ -436,3 +436,13 @@ func hostPort(t testing.TB, base string) string {
 	}
 	return net.JoinHostPort(host, port)
 }
+
+// setReaderRead grants or revokes the seeded reader's read permission on
+// posts.
+func (s *embeddedServer) setReaderRead(allowed bool) error {
+	perms := map[string]directustest.Permission{}
+	if allowed {
+		perms["posts"] = directustest.Permission{Read: true}
+	}
+	return s.srv.SetUserPermissions(directustest.ReaderEmail, perms)
+}

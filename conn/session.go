@@ -179,7 +179,7 @@ func (s *Session) lostErr() error {
 }
 
 // request sends a frame with a fresh uid and waits for the reply of
-// replyType with that uid. A server error reply is returned as
+// replyType with that uid ("" takes a reply of any type). A server error reply is returned as
 // *protocol.ServerError together with the message.
 func (s *Session) request(ctx context.Context, replyType string, build func(protocol.UID) any) (*protocol.Message, error) {
 	return s.requestOpts(ctx, replyType, replyType == protocol.TypePong, false, build)
@@ -297,7 +297,7 @@ func (s *Session) resolve(m *protocol.Message) bool {
 	switch {
 	case m.UID != "":
 		p = s.pending[m.UID]
-		if p != nil && p.replyType != m.Type && !(p == s.handshake && m.Type == protocol.TypeAuth && m.Err != nil) {
+		if p != nil && p.replyType != "" && p.replyType != m.Type && !(p == s.handshake && m.Type == protocol.TypeAuth && m.Err != nil) {
 			p = nil
 		}
 	case m.Type == protocol.TypeAuth && m.Err != nil && m.Err.Code != protocol.CodeTokenExpired:
