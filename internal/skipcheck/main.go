@@ -5,8 +5,11 @@
 // scripts/test.sh runs it on each of its test runs, so that no test can skip
 // unnoticed in CI.
 //
-//	go test -json ./... > run.json
+//	go test -json ./... | go run ./internal/skipcheck -allow scripts/skips.txt -
 //	go run ./internal/skipcheck -allow scripts/skips.txt run.json
+//
+// "-" reads standard input as it comes, so that a long run shows each
+// package's result when it ends.
 //
 // The allow-list has one entry a line: the package (its import path, or the
 // path relative to the module), a regular expression that must match the
@@ -44,15 +47,18 @@ func main() {
 		}
 	}
 	if flag.NArg() == 0 {
-		fatal(errors.New("usage: skipcheck [-allow file] run.json..."))
+		fatal(errors.New("usage: skipcheck [-allow file] run.json... (- for standard input)"))
 	}
 	var res result
 	for _, name := range flag.Args() {
-		f, err := os.Open(name)
-		if err != nil {
-			fatal(err)
+		f := os.Stdin
+		if name != "-" {
+			var err error
+			if f, err = os.Open(name); err != nil {
+				fatal(err)
+			}
 		}
-		err = res.read(f, os.Stdout)
+		err := res.read(f, os.Stdout)
 		f.Close()
 		if err != nil {
 			fatal(fmt.Errorf("%s: %w", name, err))
@@ -124,10 +130,29 @@ type skip struct {
 }
 
 type result struct {
-	output  map[key][]string
-	skips   []skip
-	failed  []key
-	results int // package result events seen
+	output     map[key][]string
+	skips      []skip
+	failed     []key
+	failedPkgs []string
+	results    int // package result events seen
+}
+
+// flushPackage prints what the package's unfinished tests printed.
+func (r *result) flushPackage(pkg string, out io.Writer) {
+	var pending []key
+	for k := range r.output {
+		if k.pkg == pkg {
+			pending = append(pending, k)
+		}
+	}
+	sort.Slice(pending, func(i, j int) bool { return pending[i].test < pending[j].test })
+	for _, k := range pending {
+		fmt.Fprintf(out, "skipcheck: %s %s did not finish; its output:\n", k.pkg, k.test)
+		for _, line := range r.output[k] {
+			fmt.Fprint(out, line)
+		}
+		delete(r.output, k)
+	}
 }
 
 // read consumes one JSON stream, printing what go test would print of it.
@@ -155,7 +180,13 @@ func (r *result) read(in io.Reader, out io.Writer) error {
 			r.output[k] = append(r.output[k], e.Output)
 		case "fail":
 			if e.Test == "" {
+				// A package can fail without any test failing: a panic, or
+				// the -timeout of a test that never returned. What its
+				// unfinished tests printed (the panic and its stacks
+				// among it) is all there is to see.
 				r.results++
+				r.failedPkgs = append(r.failedPkgs, e.Package)
+				r.flushPackage(e.Package, out)
 				continue
 			}
 			r.failed = append(r.failed, k)
@@ -232,6 +263,10 @@ func (r *result) report(out io.Writer, allow []rule) bool {
 	}
 	if len(r.failed) > 0 {
 		fmt.Fprintf(out, "skipcheck: %d tests failed\n", len(r.failed))
+		ok = false
+	}
+	if len(r.failedPkgs) > 0 {
+		fmt.Fprintf(out, "skipcheck: %d packages failed: %s\n", len(r.failedPkgs), strings.Join(r.failedPkgs, " "))
 		ok = false
 	}
 	return ok

@@ -106,3 +106,20 @@ func TestRepositoryAllowList(t *testing.T) {
 		t.Fatal("scripts/skips.txt allows nothing; then it should say so in a comment, and this test should change")
 	}
 }
+
+// A test that never returns: the binary panics at -timeout, no test event
+// says fail, only the package does; the hung test's output must be shown.
+func TestPackageFailureWithoutFailedTestFails(t *testing.T) {
+	ok, out := run(t, "", stream(
+		`{"Action":"run","Package":"p","Test":"TestHang"}`,
+		`{"Action":"output","Package":"p","Test":"TestHang","Output":"=== RUN   TestHang\n"}`,
+		`{"Action":"output","Package":"p","Test":"TestHang","Output":"panic: test timed out after 10m0s\n"}`,
+		`{"Action":"output","Package":"p","Output":"FAIL\tp\t600.1s\n"}`,
+		`{"Action":"fail","Package":"p","Elapsed":600.1}`))
+	if ok {
+		t.Fatalf("a failed package passed:\n%s", out)
+	}
+	if !strings.Contains(out, "panic: test timed out") || !strings.Contains(out, "TestHang did not finish") {
+		t.Fatalf("the hung test's output is not shown:\n%s", out)
+	}
+}
