@@ -52,6 +52,12 @@ var profiles = map[Profile]Settings{
 		RateLimit: directustest.RateLimit{Points: 200, Duration: time.Second}},
 }
 
+// shortOfShort is the short profile of the embedded server under -short,
+// for the quick loop: the same scenarios with a heartbeat of 1 s and a token
+// lifetime of 11 s, still above the 10 s below which conn takes an early
+// TOKEN_EXPIRED for a sign of trouble and backs off.
+var shortOfShort = Settings{Mode: conn.AuthHandshake, Heartbeat: time.Second, TokenTTL: 11 * time.Second, AuthTimeout: 5 * time.Second}
+
 // Credentials of the seeded model. Empty fields are unknown: scenarios
 // that need them skip.
 type Credentials struct {
@@ -142,6 +148,9 @@ func (e *embedded) Server(t testing.TB, p Profile) Server {
 	set, ok := profiles[p]
 	if !ok {
 		t.Fatalf("unknown profile %q", p)
+	}
+	if p == Short && testing.Short() {
+		set = shortOfShort
 	}
 	srv := directustest.NewServer(&directustest.Options{
 		AuthMode:        directustest.AuthMode(set.Mode),
