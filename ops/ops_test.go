@@ -186,7 +186,7 @@ func TestStatusShowsNoSecret(t *testing.T) {
 	defer srv.Close()
 	for _, path := range []string{"/debug/directus/", "/debug/directus/status.json"} {
 		body := get(t, srv.URL+path)
-		for _, secret := range []string{opstest.Secret, directustest.ReaderToken} {
+		for _, secret := range []string{opstest.Secret, directustest.ReaderPassword, directustest.ReaderToken} {
 			if strings.Contains(body, secret) {
 				t.Errorf("%s shows a secret %q", path, secret)
 			}

@@ -6,6 +6,7 @@ package opstest
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -44,7 +45,7 @@ func Start(t *testing.T, opts *ops.Options) *Env {
 	t.Helper()
 	srv := directustest.NewServer(nil)
 	t.Cleanup(srv.Close)
-	m, err := manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.ReaderToken},
+	m, err := manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Email: directustest.ReaderEmail, Password: directustest.ReaderPassword},
 		Backoff: conn.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -146,4 +147,149 @@ func NewPosts(t *testing.T) *store.Collection[int64, Post] {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// InjectError sends an error frame of code for the replica's server
+// subscription, as Directus sends FORBIDDEN in place of an event the
+// identity may not read, and waits until the replica counted it.
+func (e *Env) InjectError(t *testing.T, code string) {
+	t.Helper()
+	before := e.Posts.Stats().Errors
+	for _, sub := range e.Srv.Subscriptions() {
+		if sub.Collection != "posts" {
+			continue
+		}
+		frame, _ := json.Marshal(map[string]any{"type": "subscribe", "status": "error",
+			"error": map[string]any{"code": code, "message": "injected"}, "uid": sub.UID})
+		e.Srv.Inject(frame)
+	}
+	// The pong comes after the injected frame: once it is read, the frame
+	// was routed, and Flush waits until the replica handled it.
+	if _, err := e.M.Conn().Ping(Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Posts.Subscription().Flush(Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if e.Posts.Stats().Errors == before {
+		t.Fatal("the error event never reached the replica")
+	}
+}
+
+// Overflow makes a subscription named name overflow: its handler blocks
+// on the second event while a third finds its queue of one full. It
+// returns the subscription, overflowed, and the handler to release.
+func (e *Env) Overflow(t *testing.T, name string) (*manager.Subscription, *Blocker) {
+	t.Helper()
+	b := NewBlocker()
+	t.Cleanup(b.Release)
+	sub, err := e.M.Subscribe(Ctx(t), manager.SubscribeOptions{Collection: "posts", Persistent: true, QueueSize: 1,
+		Query: &protocol.Query{Fields: []string{"id", "title"}}}, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Src.AddSubscription(name, sub); err != nil {
+		t.Fatal(err)
+	}
+	e.Create(t, "blocks the handler")
+	<-b.Entered
+	for i := 0; sub.Stats().Overflows == 0; i++ {
+		if i > 100 {
+			t.Fatal("no overflow after 100 events")
+		}
+		e.Create(t, "overflows the queue")
+	}
+	return sub, b
+}
+
+// Steps are the stages of a test that makes every metric change, shared by
+// the Prometheus and the OpenTelemetry tests.
+type Steps struct {
+	T   *testing.T
+	Env *Env
+}
+
+// Late registers an unsynced replica "late", to be subscribed by Subscribe.
+func (s Steps) Late() *store.Collection[int64, Post] {
+	late := NewPosts(s.T)
+	if _, err := s.Env.Src.AddReplica("late", late); err != nil {
+		s.T.Fatal(err)
+	}
+	return late
+}
+
+// Subscribe subscribes the late replica.
+func (s Steps) Subscribe(late *store.Collection[int64, Post]) {
+	if _, err := late.Subscribe(Ctx(s.T), s.Env.M, manager.SubscribeOptions{Collection: "posts", Persistent: true}); err != nil {
+		s.T.Fatal(err)
+	}
+}
+
+// Activity writes (an event), injects two error events (FORBIDDEN and an
+// unknown code), changes a row without an event and reconciles (which
+// corrects it), and lets the token expire (a re-authentication and its
+// resync).
+func (s Steps) Activity() {
+	t, e := s.T, s.Env
+	id := e.Create(t, "an event")
+	e.InjectError(t, "FORBIDDEN")
+	e.InjectError(t, "SOMETHING_NEW")
+	if _, err := e.Srv.Quiet().Update("posts", []any{id}, map[string]any{"title": "no event"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Posts.Reconcile(Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if e.Posts.Status().LastReconcileChanges != 1 {
+		t.Fatalf("the reconcile changed %d rows, want 1", e.Posts.Status().LastReconcileChanges)
+	}
+	e.resyncAfter(t, func() { e.Srv.ExpireTokens() })
+	if e.M.Conn().Stats().Reauths == 0 {
+		t.Fatal("no re-authentication after TOKEN_EXPIRED")
+	}
+}
+
+// Outage stops the server until a connect attempt failed, calls during
+// (a scrape), starts it again and waits for the replica's resync.
+func (s Steps) Outage(during func() map[string]float64) (seen map[string]float64) {
+	e := s.Env
+	e.resyncAfter(s.T, func() {
+		states := e.M.WatchState(Ctx(s.T))
+		e.Srv.Stop()
+		for sc := range states {
+			if sc.To == conn.StateReconnecting {
+				break
+			}
+		}
+		for e.M.Conn().Stats().ConnectFailures == 0 {
+			time.Sleep(2 * time.Millisecond) // polling a counter: no signal for a failed attempt
+		}
+		seen = during()
+		e.Srv.Start()
+	})
+	return seen
+}
+
+// Overflow makes a subscription "slow" overflow.
+func (s Steps) Overflow() { s.Env.Overflow(s.T, "slow") }
+
+// Refuse revokes the reader's permission and reconciles: refused, the
+// replica fails.
+func (s Steps) Refuse() {
+	s.Env.Revoke(s.T)
+	if err := s.Env.Posts.Reconcile(Ctx(s.T)); err == nil {
+		s.T.Fatal("the reconcile was not refused")
+	}
+}
+
+// resyncAfter runs f and waits until the replica applied a resync init.
+func (e *Env) resyncAfter(t *testing.T, f func()) {
+	t.Helper()
+	n := e.Posts.Stats().Resyncs
+	f()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := e.Posts.WaitFor(ctx, func() bool { return e.Posts.Stats().Resyncs > n }); err != nil {
+		t.Fatalf("no resync of the replica: %v", err)
+	}
 }
