@@ -9,7 +9,7 @@ import (
 )
 
 // The core packages, ops and this catalogue depend on no metrics library:
-// only metrics/prom and metrics/otel bring Prometheus and OpenTelemetry in.
+// only metrics/prom and metrics/otelmetric bring Prometheus and OpenTelemetry in.
 func TestCoreImportsNoMetricsLibrary(t *testing.T) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	const mod = "github.com/e41af43e/directus-realtime/"

@@ -1,6 +1,6 @@
 // Package metrics is the catalogue of the library's metrics, shared by the
 // Prometheus collector (metrics/prom) and the OpenTelemetry instruments
-// (metrics/otel): which metrics exist, their names, kinds, units and
+// (metrics/otelmetric): which metrics exist, their names, kinds, units and
 // labels, and their values in an ops.Snapshot. Both exporters read the same
 // Samples of the same Snapshot, so they report the same figures; neither
 // keeps a counter of its own.
@@ -16,6 +16,8 @@
 package metrics
 
 import (
+	"strings"
+
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/manager"
 	"github.com/e41af43e/directus-realtime/ops"
@@ -243,4 +245,18 @@ func latency(l manager.Latency) *HistogramValue {
 		h.Bounds = append(h.Bounds, b.Seconds())
 	}
 	return h
+}
+
+// OTelName returns the OpenTelemetry name and unit of d: the Prometheus
+// name without "_total" and without its unit, dots for the underscores,
+// and the unit in UCUM ("s", "By"; "" for counts).
+func OTelName(d *Desc) (name, unit string) {
+	n := strings.TrimSuffix(d.Name, "_total")
+	switch d.Unit {
+	case "seconds":
+		n, unit = strings.TrimSuffix(n, "_seconds"), "s"
+	case "bytes":
+		n, unit = strings.Replace(n, "_bytes", "", 1), "By"
+	}
+	return strings.ReplaceAll(n, "_", "."), unit
 }
