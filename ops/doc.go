@@ -1,6 +1,6 @@
 // Package ops makes the library operable in production: readiness and
 // liveness probes and a live status page, as net/http Handlers, read from a
-// Source. The metrics packages (metrics/prom for Prometheus, metrics/otel
+// Source. The metrics packages (metrics/prom for Prometheus, metrics/otelmetric
 // for OpenTelemetry) read the same Source, so probes, page and metrics
 // agree, and the core packages depend on neither.
 //
