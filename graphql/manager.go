@@ -199,10 +199,9 @@ func (m *Manager) supervise() {
 			m.mu.Unlock()
 			continue
 		}
-		resync := connected
 		connected, lastKind = true, ""
 		start := time.Now()
-		m.startSession(ss, resync)
+		m.startSession(ss)
 		err = ss.run(m.route)
 		m.mu.Lock()
 		m.sess = nil
@@ -244,23 +243,47 @@ func (m *Manager) wait(d time.Duration) bool {
 
 // startSession makes ss current and (re)sends every subscription on it
 // before any of its frames is routed: run has not started yet.
-func (m *Manager) startSession(ss *session, resync bool) {
+func (m *Manager) startSession(ss *session) {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	m.mu.Lock()
 	m.sess = ss
 	var out []frame
+	ready := make(chan struct{})
 	for _, sub := range m.subs {
-		out = append(out, m.attachLocked(sub, ss, resync))
+		out = append(out, m.attachLocked(sub, ss, ready))
 	}
-	m.setStateLocked(conn.StateConnected, nil)
 	m.mu.Unlock()
 	m.writeFrames(ss, out)
+	// The state turns Connected, and the snapshots of the replicas start,
+	// with the pong of this ping: the server has then read every
+	// subscribe (§13.5).
+	_ = ss.ping(m.ctx, ready)
+	m.workers.Add(1)
+	go func() {
+		defer m.workers.Done()
+		<-ready
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.sess == ss && !isDone(ss.done) {
+			m.setStateLocked(conn.StateConnected, nil)
+		}
+	}()
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // attachLocked gives sub a fresh wire id on ss and returns its subscribe
-// frame. graphql-ws forbids reusing an id while it is active (4409).
-func (m *Manager) attachLocked(sub *Subscription, ss *session, resync bool) frame {
+// frame; a replica's snapshot waits for ready. graphql-ws forbids reusing
+// an id while it is active (4409).
+func (m *Manager) attachLocked(sub *Subscription, ss *session, ready <-chan struct{}) frame {
 	if sub.wireID != "" {
 		delete(m.byWireID, sub.wireID)
 	}
@@ -268,7 +291,7 @@ func (m *Manager) attachLocked(sub *Subscription, ss *session, resync bool) fram
 	sub.wireID = strconv.FormatUint(m.nextWire, 10)
 	sub.sentOn = ss
 	m.byWireID[sub.wireID] = sub
-	sub.attachedLocked(resync)
+	sub.attachedLocked(ready)
 	return sub.subscribeFrame()
 }
 

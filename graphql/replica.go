@@ -138,8 +138,13 @@ type replicaState struct {
 	reconcile *time.Timer
 }
 
-// startLocked begins a new snapshot epoch: buffer, read, deliver.
-func (r *replicaState) startLocked() chan struct{} {
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// startLocked begins a new snapshot epoch at once: buffer, read, deliver.
+func (r *replicaState) startLocked() chan struct{} { return r.startAfterLocked(closedChan) }
+
+// startAfterLocked begins a new snapshot epoch whose read waits for ready.
+func (r *replicaState) startAfterLocked(ready <-chan struct{}) chan struct{} {
 	s := r.sub
 	if s == nil || s.ended {
 		return make(chan struct{})
@@ -159,7 +164,7 @@ func (r *replicaState) startLocked() chan struct{} {
 		delay = r.opts.Retry.Delay(r.failures - 1)
 	}
 	s.m.workers.Add(1)
-	go r.read(ep, delay)
+	go r.read(ep, delay, ready)
 	return r.synced
 }
 
@@ -204,10 +209,17 @@ func (r *replicaState) event(ev handlers.Event) {
 }
 
 // read reads the snapshot of epoch ep after delay, retrying with backoff.
-func (r *replicaState) read(ep uint64, delay time.Duration) {
+func (r *replicaState) read(ep uint64, delay time.Duration, ready <-chan struct{}) {
 	s := r.sub
 	m := s.m
 	defer m.workers.Done()
+	select {
+	case <-ready:
+	case <-s.done:
+		return
+	case <-m.ctx.Done():
+		return
+	}
 	reported := false
 	for attempt := 0; ; attempt++ {
 		if delay > 0 && !m.wait(delay) {

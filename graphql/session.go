@@ -27,6 +27,13 @@ type session struct {
 	done     chan struct{}
 	errOnce  sync.Once
 	err      error
+
+	// pingMu orders the pings and their waiters: Directus answers pings
+	// in order, so the n-th pong answers the n-th ping. A waiter is
+	// closed by the pong of the ping sent with it, or when the session
+	// ends; heartbeat pings have a nil waiter.
+	pingMu  sync.Mutex
+	waiters []chan struct{}
 }
 
 // errAuthRejected wraps the refusal of the credentials at connection time.
@@ -177,6 +184,7 @@ func (ss *session) run(route func(frame)) error {
 		case "ping":
 			_ = ss.write(ctx, frame{Type: "pong"})
 		case "pong":
+			ss.pong()
 		default:
 			route(f)
 		}
@@ -184,6 +192,14 @@ func (ss *session) run(route func(frame)) error {
 	ss.fail(err)
 	cancel()
 	<-hb
+	ss.pingMu.Lock()
+	for _, w := range ss.waiters {
+		if w != nil {
+			close(w)
+		}
+	}
+	ss.waiters = nil
+	ss.pingMu.Unlock()
 	_ = ss.ws.CloseNow()
 	return ss.err
 }
@@ -213,9 +229,7 @@ func (ss *session) heartbeat(ctx context.Context) {
 			pinged = time.Time{}
 		case pinged.IsZero() || pinged.Before(last):
 			pinged = time.Now()
-			wctx, cancel := context.WithTimeout(ctx, ss.s.PingTimeout)
-			_ = ss.write(wctx, frame{Type: "ping"})
-			cancel()
+			_ = ss.ping(ctx, nil)
 		case time.Since(pinged) > ss.s.PingTimeout:
 			ss.fail(errPingTimeout)
 			_ = ss.ws.CloseNow()
@@ -232,3 +246,41 @@ func (ss *session) close() {
 }
 
 var errSessionClosed = errors.New("directus graphql: session closed")
+
+// ping sends a ping whose pong closes w (when not nil). Because the server
+// reads a socket's frames in order, the pong says that every frame written
+// before the ping has been read (docs/PROTOCOL.md §13.5).
+func (ss *session) ping(ctx context.Context, w chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, ss.s.PingTimeout)
+	defer cancel()
+	ss.pingMu.Lock()
+	defer ss.pingMu.Unlock()
+	select {
+	case <-ss.done:
+		if w != nil {
+			close(w)
+		}
+		return ss.err
+	default:
+	}
+	if err := ss.write(ctx, frame{Type: "ping"}); err != nil {
+		if w != nil {
+			close(w)
+		}
+		return err
+	}
+	ss.waiters = append(ss.waiters, w)
+	return nil
+}
+
+func (ss *session) pong() {
+	ss.pingMu.Lock()
+	defer ss.pingMu.Unlock()
+	if len(ss.waiters) == 0 {
+		return // unsolicited: a heartbeat of the server
+	}
+	if w := ss.waiters[0]; w != nil {
+		close(w)
+	}
+	ss.waiters = ss.waiters[1:]
+}

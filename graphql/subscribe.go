@@ -184,17 +184,29 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, fields [
 	go sub.work()
 	ss := m.sess
 	var f frame
-	send := false
+	ready := make(chan struct{})
 	if ss != nil {
-		f, send = m.attachLocked(sub, ss, false), true
+		f = m.attachLocked(sub, ss, ready)
 	}
 	m.mu.Unlock()
-	if send {
+	if ss != nil {
 		m.writeFrames(ss, []frame{f})
+		_ = ss.ping(ctx, ready)
 	}
 	m.wmu.Unlock()
 	if !opts.Persistent {
 		sub.stopScope = context.AfterFunc(ctx, func() { m.end(sub, nil) })
+	}
+	if ss != nil {
+		// The pong of the ping sent after the subscribe: the server has
+		// read it (§13.5). A session lost meanwhile closes ready too; the
+		// next one restores the subscription.
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			m.end(sub, nil)
+			return nil, ctx.Err()
+		}
 	}
 	return sub, nil
 }

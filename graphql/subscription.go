@@ -66,9 +66,9 @@ func (s *Subscription) subscribeFrame() frame {
 }
 
 // attachedLocked runs when the subscription is (re)sent on a session.
-func (s *Subscription) attachedLocked(resync bool) {
+func (s *Subscription) attachedLocked(ready <-chan struct{}) {
 	if s.replica != nil {
-		s.replica.startLocked()
+		s.replica.startAfterLocked(ready)
 	}
 }
 
