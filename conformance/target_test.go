@@ -142,6 +142,7 @@ func (e *embedded) Server(t testing.TB, p Profile) Server {
 		AuthTimeout:     set.AuthTimeout,
 		HeartbeatPeriod: set.Heartbeat,
 		AccessTokenTTL:  set.TokenTTL,
+		GraphQL:         true, // on by default in Directus
 	})
 	e.t.Cleanup(srv.Close)
 	s := &embeddedServer{p: p, srv: srv, set: set, rest: newREST(srv.URL(), directustest.AdminToken)}

@@ -85,6 +85,8 @@ type settings struct {
 	wsURL *url.URL
 	http  *http.Client
 	log   *slog.Logger
+
+	ownTransport *http.Transport // nil when Config.HTTPClient was given
 }
 
 func (c *Config) settings() (*settings, error) {
@@ -150,7 +152,10 @@ func (c *Config) settings() (*settings, error) {
 	}
 	s.http = c.HTTPClient
 	if s.http == nil {
-		s.http = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		// A transport of its own, so that Close can release its idle
+		// connections.
+		s.ownTransport = http.DefaultTransport.(*http.Transport).Clone()
+		s.http = &http.Client{Transport: s.ownTransport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	s.log = c.Logger
 	if s.log == nil {

@@ -377,6 +377,9 @@ func (m *Manager) Close() error {
 	case <-deadline.Done():
 		err = fmt.Errorf("directus graphql: Close abandoned handlers still running after %v", m.s.CloseTimeout)
 	}
+	if t := m.s.ownTransport; t != nil {
+		t.CloseIdleConnections()
+	}
 	for _, n := range []<-chan struct{}{m.onState.stop(), m.onError.stop()} {
 		select {
 		case <-n:

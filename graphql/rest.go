@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -97,7 +98,8 @@ func (s *settings) restDo(ctx context.Context, method, path string, query url.Va
 // redactURLError drops the URL of a transport error: it never carries a
 // token here, but a user's base URL may.
 func redactURLError(err error) error {
-	if ue, ok := err.(*url.Error); ok {
+	var ue *url.Error
+	if errors.As(err, &ue) {
 		return ue.Err
 	}
 	return err

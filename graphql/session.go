@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +77,11 @@ func dialSession(ctx context.Context, s *settings, creds *credentials) (*session
 		}
 		// The dial error may quote the URL, which holds the token in
 		// strict mode: rebuild it without.
-		return nil, fmt.Errorf("directus graphql: dial %s: %w", s.wsURL.Redacted(), redactURLError(errors.Unwrap(err)))
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return nil, fmt.Errorf("directus graphql: dial %s: %w", s.wsURL.Redacted(), ue.Err)
+		}
+		return nil, fmt.Errorf("directus graphql: dial %s failed", s.wsURL.Redacted())
 	}
 	if ws.Subprotocol() != Subprotocol {
 		_ = ws.CloseNow()
