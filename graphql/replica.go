@@ -273,7 +273,14 @@ func (r *replicaState) fetch(ctx context.Context) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return m.s.readItems(ctx, tok, r.opts.Collection, r.sub.fields)
+	data, err := m.s.readItems(ctx, tok, r.opts.Collection, r.sub.fields)
+	var se *protocol.ServerError
+	if errors.As(err, &se) && (se.Code == protocol.CodeTokenExpired || se.Code == "INVALID_CREDENTIALS" || se.Code == protocol.CodeAuthFailed) {
+		// The socket lives on with an expired token (§13.2); REST does
+		// not: a login token is replaced before the next attempt.
+		m.creds.invalidate(tok)
+	}
+	return data, err
 }
 
 // deliverLocked queues the init and the buffered events.
