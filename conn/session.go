@@ -551,6 +551,9 @@ func (s *Session) deliverSubscription(m *protocol.Message) {
 			s.mu.Unlock()
 			s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", limit, "in_hook", inHook)
 			s.end(&protocol.ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", limit>>20), Type: m.Type, Size: len(m.Data)})
+			// At once: the supervisor, which closes ended sessions, may be
+			// inside a long hook, and nobody reads the socket any more.
+			s.closeNow()
 			return
 		}
 		s.held = append(s.held, m)
