@@ -595,6 +595,10 @@ func (s *Session) writeLoop() {
 		if s.pace != nil && s.pace.Wait(s.ctx) != nil {
 			return // the session ended
 		}
+		// Counted before the write returns: the server's answer can be
+		// read (and counted) before this goroutine resumes.
+		s.c.stats.framesOut.Add(1)
+		s.c.stats.bytesOut.Add(uint64(len(b)))
 		ctx, cancel := context.WithTimeout(s.ctx, s.c.cfg.WriteTimeout)
 		err := s.ws.Write(ctx, websocket.MessageText, b)
 		cancel()
@@ -604,8 +608,6 @@ func (s *Session) writeLoop() {
 			}
 			return
 		}
-		s.c.stats.framesOut.Add(1)
-		s.c.stats.bytesOut.Add(uint64(len(b)))
 	}
 }
 
