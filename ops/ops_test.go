@@ -283,3 +283,59 @@ type pageSnap struct {
 	} `json:"replicas"`
 	Conn struct{ State string } `json:"conn"`
 }
+
+// A connected Conn that reads nothing for StuckAfter (its read loop does
+// not run: the server's heartbeat would bring frames) fails liveness; one
+// frame read is progress again.
+func TestLiveFailsForAConnThatReadsNothing(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	e := opstest.Start(t, &ops.Options{StuckAfter: time.Minute, Now: clock.Now})
+	if code, h := probe(t, e.Src.LiveHandler()); code != http.StatusOK {
+		t.Fatalf("live at first: %d %+v", code, h)
+	}
+	clock.Advance(time.Minute)
+	code, h := probe(t, e.Src.LiveHandler())
+	if code != http.StatusServiceUnavailable || len(h.Problems) != 1 || h.Problems[0].What != "connection" ||
+		!strings.Contains(h.Problems[0].Reason, "no frame read") {
+		t.Fatalf("live without a frame for a minute: %d %+v", code, h)
+	}
+	if _, err := e.M.Conn().Ping(opstest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if code, h := probe(t, e.Src.LiveHandler()); code != http.StatusOK {
+		t.Fatalf("live after a pong: %d %+v", code, h)
+	}
+}
+
+// A Conn that gave up (here: after Backoff.MaxAttempts) fails liveness
+// at once: it will never make progress again. A Conn closed by Close is
+// not stuck.
+func TestLiveFailsWhenTheConnGaveUp(t *testing.T) {
+	srv := directustest.NewServer(nil)
+	defer srv.Close()
+	m, err := manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.ReaderToken},
+		Backoff: conn.Backoff{Initial: time.Millisecond, Max: time.Millisecond, MaxAttempts: 2}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Connect(opstest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	src := ops.NewSource(m, nil)
+	states := m.WatchState(opstest.Ctx(t))
+	srv.Stop()
+	waitState(t, states, conn.StateClosed)
+	code, h := probe(t, src.LiveHandler())
+	if code != http.StatusServiceUnavailable || len(h.Problems) != 1 || !strings.Contains(h.Problems[0].Reason, "gave up") {
+		t.Fatalf("live after giving up: %d %+v", code, h)
+	}
+
+	closed := opstest.Start(t, nil)
+	if err := closed.M.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, h := probe(t, closed.Src.LiveHandler()); code != http.StatusOK {
+		t.Fatalf("live after Close: %d %+v", code, h)
+	}
+}
