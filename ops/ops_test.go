@@ -192,6 +192,13 @@ func TestStatusShowsNoSecret(t *testing.T) {
 			}
 		}
 	}
+	// The page loads nothing from elsewhere: no CDN, no external script.
+	page := get(t, srv.URL+"/debug/directus/")
+	for _, external := range []string{"http://", "https://", " src=", "<link"} {
+		if strings.Contains(page, external) {
+			t.Errorf("the page refers to something external: %q", external)
+		}
+	}
 	var snap pageSnap
 	if err := json.Unmarshal([]byte(get(t, srv.URL+"/debug/directus/status.json")), &snap); err != nil {
 		t.Fatal(err)
