@@ -132,6 +132,7 @@ type Collection[K comparable, T any] struct {
 	listeners map[*listener[K, T]]struct{}
 	synced    bool
 	syncedCh  chan struct{}
+	closedCh  chan struct{} // closed by Close
 	waitMu    sync.Mutex
 	applied   chan struct{} // made by WaitFor, closed after the next applied event
 	closed    bool
@@ -202,6 +203,7 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 		indexes:   make(map[string]*index[K, T], len(opts.Indexers)),
 		listeners: make(map[*listener[K, T]]struct{}),
 		syncedCh:  make(chan struct{}),
+		closedCh:  make(chan struct{}),
 		soon:      make(chan struct{}, 1),
 		firstInit: make(chan struct{}),
 		avgRow:    128,
@@ -309,8 +311,9 @@ func (c *Collection[K, T]) WaitSynced(ctx context.Context) error {
 	}
 }
 
-// WaitFor waits until cond returns true. cond is evaluated now and after
-// every event the collection applies; it may read the collection.
+// WaitFor waits until cond returns true. cond is evaluated now, after
+// every event the collection applies and whenever Status().Err changes; it
+// may read the collection.
 func (c *Collection[K, T]) WaitFor(ctx context.Context, cond func() bool) error {
 	for {
 		c.waitMu.Lock()

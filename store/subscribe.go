@@ -255,6 +255,7 @@ func (c *Collection[K, T]) Close() error {
 	c.closeOnce.Do(func() {
 		c.lock()
 		c.closed = true
+		close(c.closedCh)
 		listeners := c.listeners
 		c.listeners = map[*listener[K, T]]struct{}{}
 		c.unlock()
