@@ -61,6 +61,9 @@ func (s *Source) ready(snap Snapshot) Health {
 //     Conn that reads nothing has a read loop that does not run: a
 //     handler blocking the delivery of frames. A Directus that is down
 //     makes the Conn fail attempts and wait backoffs, which is progress.
+//     (With the client's pings off, conn.Config.PingInterval < 0, and the
+//     server's heartbeat off too, a quiet connection reads nothing: keep
+//     one of them on, or StuckAfter above the longest quiet time.)
 //   - the Conn gave up (closed with a cause: credentials that expired for
 //     good, a rejection at the first connect, Backoff.MaxAttempts): it
 //     will never make progress again.
