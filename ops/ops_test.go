@@ -346,3 +346,42 @@ func TestLiveFailsWhenTheConnGaveUp(t *testing.T) {
 		t.Fatalf("live after Close: %d %+v", code, h)
 	}
 }
+
+// A named subscription that ended frees its name.
+func TestEndedSubscriptionFreesItsName(t *testing.T) {
+	e := opstest.Start(t, nil)
+	sub, err := e.M.Subscribe(opstest.Ctx(t), manager.SubscribeOptions{Collection: "posts", Persistent: true}, opstest.NewBlocker())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Src.AddSubscription("mine", sub); err != nil {
+		t.Fatal(err)
+	}
+	if n := named(e.Src.Snapshot(), "mine"); n != 1 {
+		t.Fatalf("%d subscriptions named mine", n)
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Done()
+	if n := named(e.Src.Snapshot(), "mine"); n != 0 {
+		t.Fatalf("%d subscriptions named mine after Unsubscribe", n)
+	}
+	again, err := e.M.Subscribe(opstest.Ctx(t), manager.SubscribeOptions{Collection: "posts", Persistent: true}, opstest.NewBlocker())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Src.AddSubscription("mine", again); err != nil {
+		t.Fatalf("the name of an ended subscription is still taken: %v", err)
+	}
+}
+
+func named(s ops.Snapshot, name string) int {
+	n := 0
+	for _, si := range s.Subscriptions {
+		if si.Name == name {
+			n++
+		}
+	}
+	return n
+}
