@@ -36,8 +36,15 @@ func (s *Source) ready(snap Snapshot) Health {
 	if c := snap.Conn; c.State != conn.StateConnected {
 		h.Problems = append(h.Problems, Problem{What: "connection", Reason: c.State.String(), Since: c.StateSince})
 	}
+	subs := make(map[string]*SubscriptionInfo, len(snap.Subscriptions))
+	for i := range snap.Subscriptions {
+		subs[snap.Subscriptions[i].UID] = &snap.Subscriptions[i]
+	}
 	for _, r := range snap.Replicas {
+		sub := subs[r.UID]
 		switch {
+		case sub != nil && sub.State == manager.StateFailed:
+			h.Problems = append(h.Problems, Problem{What: "replica " + r.Name, Reason: "subscription refused: " + sub.LastError, Since: sub.ErrorAt})
 		case r.Failure != "":
 			h.Problems = append(h.Problems, Problem{What: "replica " + r.Name, Reason: r.Failure, Since: r.FailingSince})
 		case !r.Synced:

@@ -116,6 +116,25 @@ func TestReadyWaitsForReplicas(t *testing.T) {
 		!strings.Contains(h.Problems[0].Reason, "refused") || h.Problems[0].Since.IsZero() {
 		t.Fatalf("with a refused replica: %d %+v", code, h)
 	}
+
+	// A new session: the server refuses the replica's subscription.
+	states := e.M.WatchState(opstest.Ctx(t))
+	e.Srv.DropConnections()
+	waitState(t, states, conn.StateConnected)
+	for deadline := time.Now().Add(15 * time.Second); e.Posts.Subscription().State() != manager.StateFailed; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the subscription is %v, not failed", e.Posts.Subscription().State())
+		}
+		select {
+		case <-e.Posts.Subscription().Done():
+			t.Fatal("the subscription ended")
+		case <-time.After(5 * time.Millisecond): // polling a state: no signal for a refused restore
+		}
+	}
+	code, h = probe(t, e.Src.ReadyHandler())
+	if code != http.StatusServiceUnavailable || len(h.Problems) != 1 || !strings.Contains(h.Problems[0].Reason, "subscription refused") {
+		t.Fatalf("with a refused subscription: %d %+v", code, h)
+	}
 }
 
 // fakeClock is a clock the test moves.
