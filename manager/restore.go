@@ -28,6 +28,7 @@ func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
 		return
 	}
 	clear(m.wire)
+	m.resetInFlightLocked()
 	for _, ss := range m.servers {
 		ss.wireUID = ""
 		ss.awaiting = false
@@ -60,6 +61,7 @@ func (m *Manager) resyncLocked(ss *serverSub, force bool, cause ResyncCause) {
 // Without a live session the attempt is only recorded: restore sends it.
 func (m *Manager) sendSubscribeLocked(ss *serverSub) {
 	ss.stopTimer()
+	m.releaseLocked(ss) // the attempt it replaces will not be answered
 	m.wireSeq++
 	ss.attempt++
 	ss.wireUID = protocol.UID("rt" + strconv.FormatUint(m.wireSeq, 10))
@@ -101,6 +103,7 @@ func (m *Manager) noteProgressLocked() { m.progress = time.Now() }
 func (m *Manager) noteAnswerLocked(ss *serverSub) {
 	m.noteProgressLocked()
 	m.answered = max(m.answered, ss.handoff)
+	m.releaseLocked(ss)
 }
 
 // initTimedOut retries an attempt that got neither init nor error in time.
