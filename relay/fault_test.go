@@ -166,6 +166,7 @@ type observer struct {
 	views   map[string]int64
 	deleted map[string]bool
 	errs    []string
+	writes  []string // key=value of every write, for failure messages
 	grew    chan struct{}
 }
 
@@ -221,6 +222,7 @@ func (e *env) observe() *observer {
 func (o *observer) record(k string, deleted bool, value []byte) {
 	o.mu.Lock()
 	o.n++
+	o.writes = append(o.writes, k+"="+string(value))
 	if deleted {
 		o.deleted[k] = true
 	} else {
@@ -327,4 +329,23 @@ func (e *env) waitEqualRelay(r *runningRelay) {
 	p := e.startPod(nil, 0)
 	e.waitEqual("probe", p.posts)
 	p.stop()
+}
+
+// waitFor waits until cond, evaluated under the observer's lock, holds.
+func (o *observer) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		o.mu.Lock()
+		ok := cond()
+		o.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-o.grew:
+		case <-timeout:
+			t.Fatalf("the observer never saw %s", what)
+		}
+	}
 }

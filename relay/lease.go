@@ -10,8 +10,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// leaseKey is the key of the lease in the lease bucket.
-const leaseKey = "leader"
+// LeaseKey is the key of the lease in the lease bucket; its value names
+// the leader ({"id": …, "since": …}).
+const LeaseKey = "leader"
 
 // lease is a relay's claim to be the one writer: a KV entry in a bucket
 // whose MaxAge is the TTL. Claimed with Create (only when the key is
@@ -59,9 +60,9 @@ func (l *lease) try(ctx context.Context) (bool, error) {
 		err    error
 	)
 	if rev != 0 && start.Before(until) {
-		newRev, err = l.kv.Update(ctx, leaseKey, val, rev)
+		newRev, err = l.kv.Update(ctx, LeaseKey, val, rev)
 	} else {
-		newRev, err = l.kv.Create(ctx, leaseKey, val)
+		newRev, err = l.kv.Create(ctx, LeaseKey, val)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -87,7 +88,7 @@ func (l *lease) resign(ctx context.Context) {
 	l.rev = 0
 	l.mu.Unlock()
 	if rev != 0 {
-		_ = l.kv.Delete(ctx, leaseKey, jetstream.LastRevision(rev))
+		_ = l.kv.Delete(ctx, LeaseKey, jetstream.LastRevision(rev))
 	}
 }
 

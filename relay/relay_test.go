@@ -76,8 +76,13 @@ type runningRelay struct {
 }
 
 func (e *env) startRelay(id string, opts *relay.Options) *runningRelay {
+	return e.startRelayAt(id, e.srv.URL(), opts)
+}
+
+// startRelayAt starts a relay that reaches Directus at url.
+func (e *env) startRelayAt(id, url string, opts *relay.Options) *runningRelay {
 	e.t.Helper()
-	m, err := manager.New(&conn.Config{URL: e.srv.URL(), Auth: conn.Auth{Token: directustest.AdminToken}}, nil)
+	m, err := manager.New(&conn.Config{URL: url, Auth: conn.Auth{Token: directustest.AdminToken}}, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}
