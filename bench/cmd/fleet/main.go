@@ -63,6 +63,7 @@ type Result struct {
 	P50, P99             time.Duration
 	CPUPerEvent          time.Duration // process CPU (all replicas, Directus, JetStream) per write
 	RelayHeap            uint64        // the relay's heap, fleet only
+	RelayFirstWrite      time.Duration // from the relay's start to its bucket complete, fleet only
 }
 
 func main() {
@@ -112,6 +113,7 @@ func run(ctx context.Context, cfg config, out io.Writer) ([]Result, error) {
 	fmt.Fprintf(out, "| write → apply in a replica, p50 / p99 | %v / %v | %v / %v |\n", d.P50.Round(10*time.Microsecond), d.P99.Round(10*time.Microsecond), f.P50.Round(10*time.Microsecond), f.P99.Round(10*time.Microsecond))
 	fmt.Fprintf(out, "| process CPU per write (all replicas, Directus, JetStream) | %v | %v |\n", d.CPUPerEvent.Round(time.Microsecond), f.CPUPerEvent.Round(time.Microsecond))
 	fmt.Fprintf(out, "| relay heap (its replica and its view of the bucket) | – | %.1f MiB |\n", float64(f.RelayHeap)/(1<<20))
+	fmt.Fprintf(out, "| relay: subscribe, then write every row into the empty bucket | – | %v |\n", f.RelayFirstWrite.Round(time.Millisecond))
 	fmt.Fprintf(out, "\nlatency the relay adds: p50 %v, p99 %v\n", (f.P50 - d.P50).Round(10*time.Microsecond), (f.P99 - d.P99).Round(10*time.Microsecond))
 	return results, nil
 }
@@ -197,6 +199,7 @@ func measure(ctx context.Context, cfg config, fleet bool) (Result, error) {
 			return res, err
 		}
 		rctx, rcancel := context.WithCancel(ctx)
+		t0 := time.Now()
 		done := make(chan error, 1)
 		go func() { done <- rl.Run(rctx) }()
 		closers = append(closers, func() { rcancel(); <-done })
@@ -205,6 +208,7 @@ func measure(ctx context.Context, cfg config, fleet bool) (Result, error) {
 		case err := <-done:
 			return res, err
 		}
+		res.RelayFirstWrite = time.Since(t0)
 		res.RelayHeap = heapInuse() - before
 	}
 
