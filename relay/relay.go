@@ -282,7 +282,15 @@ func (r *Relay) run(ctx context.Context) error {
 // the relay hands over (reconcile, then write), on losing it stops writing.
 func (r *Relay) elect(ctx context.Context) error {
 	heldCh := make(chan bool, 1)
-	go r.keepLease(ctx, heldCh)
+	// The renewals end before elect returns, so that none races the
+	// resignation that follows.
+	ctx, cancel := context.WithCancel(ctx)
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		r.keepLease(ctx, heldCh)
+	}()
+	defer func() { cancel(); <-kept }()
 	var compact <-chan time.Time
 	if r.opts.CompactInterval > 0 {
 		t := time.NewTicker(r.opts.CompactInterval)

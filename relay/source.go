@@ -190,12 +190,14 @@ func (s *Source) load(ctx context.Context, kv jetstream.KeyValue, h handlers.Han
 		}
 		b.WriteByte(']')
 		rows = nil
-		if err := h.Handle(handlers.Event{Kind: handlers.KindInit, Resync: resync, Collection: s.bucket, Data: b.Bytes(), Received: time.Now()}); err != nil {
-			return &handlerError{err}
-		}
+		// Counted before the Collection shows the rows, so that whoever
+		// sees them sees the counters too.
 		s.loads.Add(1)
 		s.entries.Add(uint64(n))
 		s.rev.Store(last)
+		if err := h.Handle(handlers.Event{Kind: handlers.KindInit, Resync: resync, Collection: s.bucket, Data: b.Bytes(), Received: time.Now()}); err != nil {
+			return &handlerError{err}
+		}
 		s.log.Info("bucket loaded", "rows", n, "revision", last, "reload", resync)
 		return s.follow(ctx, updates, h)
 	}

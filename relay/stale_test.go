@@ -106,3 +106,50 @@ func waitLease(t *testing.T, e *env, id string) {
 		}
 	}
 }
+
+// TestLateWriteOfAFormerLeaderIsCorrected: a write the leader did not make
+// (a former leader that was paused past its lease and woke up) is checked
+// against the leader's replica and undone.
+func TestLateWriteOfAFormerLeaderIsCorrected(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.srv.Create("posts", map[string]any{"title": "fresh", "status": "draft", "views": 7}); err != nil {
+		t.Fatal(err)
+	}
+	r := e.startRelay("a", nil)
+	waitReady(t, r)
+	p := e.startPod(nil, 0)
+	e.waitEqual("pod", p.posts)
+	nc, js := e.jetstream()
+	defer nc.Close()
+	kv, err := js.KeyValue(context.Background(), bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staleRev, err := kv.Put(context.Background(), "1", []byte(`{"id":1,"title":"stale","status":"draft","views":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// The key's next entry is the leader's correction.
+	w, err := kv.Watch(ctx, "1", jetstream.ResumeFromRevision(staleRev+1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case ent := <-w.Updates():
+			if ent == nil {
+				continue
+			}
+			if !strings.Contains(string(ent.Value()), `"fresh"`) {
+				t.Fatalf("the entry after the foreign write is %s, want the leader's row", ent.Value())
+			}
+			e.waitEqual("pod after the correction", p.posts)
+			return
+		case <-ctx.Done():
+			t.Fatal("the leader never corrected the foreign write")
+		}
+	}
+}
