@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,6 +86,8 @@ type Conn struct {
 	// 0 while connected), for Stats and status pages.
 	retryAt atomic.Int64
 
+	stats counters // see Stats
+
 	// final is closed once StateClosed has been published, which ends
 	// every WatchState channel after it delivered that change.
 	final     chan struct{}
@@ -97,6 +100,9 @@ type Conn struct {
 	sess      *Session
 	changed   chan struct{} // closed and replaced when sess or state changes
 	lastErr   error
+	// stateSince and transitions feed Stats (c.mu).
+	stateSince  time.Time
+	transitions map[transitionKey]uint64
 }
 
 // New checks cfg and returns an idle Conn; Connect starts it.
@@ -123,6 +129,7 @@ func New(cfg *Config) (*Conn, error) {
 		first:        make(chan error, 1),
 		final:        make(chan struct{}),
 		changed:      make(chan struct{}),
+		stateSince:   time.Now(),
 	}
 	c.startCallbacks()
 	auth := d.Auth
@@ -183,16 +190,28 @@ func (c *Conn) Close() error {
 		c.mu.Lock()
 		started := c.started
 		c.mu.Unlock()
+		t := time.NewTimer(c.cfg.CloseTimeout)
+		defer t.Stop()
+		deadline := t.C
+		var stuck []string
 		me := goid.Current()
 		if started && me != c.supervisorGoid.Load() && !c.onReadLoop(me) {
-			<-c.done
+			select {
+			case <-c.done:
+			case <-deadline:
+				// The supervisor is inside a callback it runs itself (the
+				// OnConnect hook, a TokenSource): it ends when that returns,
+				// and delivers nothing more.
+				stuck = append(stuck, "OnConnect or TokenSource")
+				passed := make(chan time.Time)
+				close(passed)
+				deadline = passed
+			}
 		}
 		c.setState(StateClosed, nil)
 		c.finalOnce.Do(func() { close(c.final) })
 		c.watchers.closeAll()
-		t := time.NewTimer(c.cfg.CloseTimeout)
-		defer t.Stop()
-		if abandoned := c.stopCallbacks(t.C); len(abandoned) > 0 {
+		if abandoned := append(stuck, c.stopCallbacks(deadline)...); len(abandoned) > 0 {
 			c.log.Warn("callbacks still running at close; abandoned", "callbacks", abandoned)
 			err = fmt.Errorf("%w: %s still running", ErrCloseTimeout, strings.Join(abandoned, ", "))
 		}
@@ -291,6 +310,41 @@ func (c *Conn) Items(ctx context.Context, msg protocol.ItemsMessage) (*protocol.
 	})
 }
 
+// Request sends a custom frame with a fresh uid and returns the server's
+// reply, the frame that echoes that uid. msg is any value that marshals to
+// a JSON object with a string "type"; its own "uid", if any, is replaced.
+// A server error is returned as *ServerError; no reply in time as
+// ErrTimeout (ctx's deadline, else the Config's RequestTimeout). Frames the
+// server answers without echoing the uid never get a reply: use Send for
+// them. An auth frame is refused with a *protocol.ConfigError: the Conn
+// authenticates its sessions itself.
+func (c *Conn) Request(ctx context.Context, msg any) (*protocol.Message, error) {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return nil, &protocol.ConfigError{Field: "message", Reason: "does not marshal to JSON: " + err.Error()}
+	}
+	if err := protocol.CheckClientFrame(b); err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return nil, &protocol.ConfigError{Field: "message", Reason: err.Error()}
+	}
+	if string(fields["type"]) == `"auth"` {
+		return nil, &protocol.ConfigError{Field: "message", Reason: "auth frames are the Conn's own: credentials go in Config.Auth"}
+	}
+	ctx, cancel := c.requestContext(ctx)
+	defer cancel()
+	s, err := c.waitSession(ctx)
+	if err != nil {
+		return nil, c.timeoutErr(ctx, err)
+	}
+	return s.request(ctx, "", func(uid protocol.UID) any {
+		fields["uid"], _ = json.Marshal(uid)
+		return fields
+	})
+}
+
 // Ping sends {"type":"ping"} and returns the round-trip time of its pong.
 func (c *Conn) Ping(ctx context.Context) (time.Duration, error) {
 	ctx, cancel := c.requestContext(ctx)
@@ -364,6 +418,11 @@ func (c *Conn) setState(to State, err error) {
 		return
 	}
 	c.state = to
+	c.stateSince = time.Now()
+	if c.transitions == nil {
+		c.transitions = make(map[transitionKey]uint64)
+	}
+	c.transitions[transitionKey{from, to, causeOf(err)}]++
 	c.bumpLocked()
 	c.mu.Unlock()
 	sc := StateChange{From: from, To: to, Err: err}

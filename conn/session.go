@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/e41af43e/directus-realtime/internal/goid"
 	"github.com/e41af43e/directus-realtime/protocol"
+	"golang.org/x/time/rate"
 )
 
 // Session is one physical WebSocket connection of a Conn. A Conn replaces its
@@ -38,6 +39,9 @@ type Session struct {
 
 	out    chan []byte // frames for the writer
 	urgent chan []byte // pongs answering server pings, written first
+	// pace holds the writer to Config.SendRate; nil when not paced. One per
+	// session: the server counts per socket.
+	pace *rate.Limiter
 
 	mu         sync.Mutex
 	pending    map[protocol.UID]*pendingRequest
@@ -116,6 +120,9 @@ func newSession(c *Conn, id uint64, ws *websocket.Conn, raw *rawConn) *Session {
 		holding:    true,
 		expiredSig: make(chan struct{}, 1),
 	}
+	if c.cfg.SendRate > 0 {
+		s.pace = rate.NewLimiter(rate.Limit(c.cfg.SendRate), c.cfg.SendBurst)
+	}
 	s.lastRecv.Store(time.Now().UnixNano())
 	if c.cfg.ReadLimit < 0 {
 		ws.SetReadLimit(-1)
@@ -179,7 +186,7 @@ func (s *Session) lostErr() error {
 }
 
 // request sends a frame with a fresh uid and waits for the reply of
-// replyType with that uid. A server error reply is returned as
+// replyType with that uid ("" takes a reply of any type). A server error reply is returned as
 // *protocol.ServerError together with the message.
 func (s *Session) request(ctx context.Context, replyType string, build func(protocol.UID) any) (*protocol.Message, error) {
 	return s.requestOpts(ctx, replyType, replyType == protocol.TypePong, false, build)
@@ -297,7 +304,7 @@ func (s *Session) resolve(m *protocol.Message) bool {
 	switch {
 	case m.UID != "":
 		p = s.pending[m.UID]
-		if p != nil && p.replyType != m.Type && !(p == s.handshake && m.Type == protocol.TypeAuth && m.Err != nil) {
+		if p != nil && p.replyType != "" && p.replyType != m.Type && !(p == s.handshake && m.Type == protocol.TypeAuth && m.Err != nil) {
 			p = nil
 		}
 	case m.Type == protocol.TypeAuth && m.Err != nil && m.Err.Code != protocol.CodeTokenExpired:
@@ -436,6 +443,9 @@ func (s *Session) readLoop() {
 		}
 		now := time.Now()
 		s.lastRecv.Store(now.UnixNano())
+		s.c.stats.lastFrame.Store(now.UnixNano())
+		s.c.stats.framesIn.Add(1)
+		s.c.stats.bytesIn.Add(uint64(len(b)))
 		m, err := protocol.DecodeMessage(b)
 		if err != nil {
 			s.log.Warn("unusable frame", "err", err)
@@ -541,6 +551,9 @@ func (s *Session) deliverSubscription(m *protocol.Message) {
 			s.mu.Unlock()
 			s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", limit, "in_hook", inHook)
 			s.end(&protocol.ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", limit>>20), Type: m.Type, Size: len(m.Data)})
+			// At once: the supervisor, which closes ended sessions, may be
+			// inside a long hook, and nobody reads the socket any more.
+			s.closeNow()
 			return
 		}
 		s.held = append(s.held, m)
@@ -579,6 +592,13 @@ func (s *Session) writeLoop() {
 		if !s.waitPause() {
 			return
 		}
+		if s.pace != nil && s.pace.Wait(s.ctx) != nil {
+			return // the session ended
+		}
+		// Counted before the write returns: the server's answer can be
+		// read (and counted) before this goroutine resumes.
+		s.c.stats.framesOut.Add(1)
+		s.c.stats.bytesOut.Add(uint64(len(b)))
 		ctx, cancel := context.WithTimeout(s.ctx, s.c.cfg.WriteTimeout)
 		err := s.ws.Write(ctx, websocket.MessageText, b)
 		cancel()

@@ -1,11 +1,7 @@
 package directustest
 
 import (
-	"crypto/rand"
-	"crypto/subtle"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 )
@@ -27,62 +23,6 @@ type authResult struct {
 	ident        identity
 	accessToken  string // set for the login and refresh forms
 	refreshToken string // set for the login and refresh forms
-}
-
-// identityFromAccessTokenLocked resolves a static token or a JWT.
-func (s *Server) identityFromAccessTokenLocked(tok string, now time.Time) (identity, *dxError) {
-	if u, ok := s.usersByToken[tok]; ok {
-		return identity{user: u}, nil
-	}
-	if !looksLikeJWT(tok) {
-		return identity{}, errInvalidCredentials()
-	}
-	claims, err := verifyJWT(s.jwtSecret, tok, now)
-	if err != nil {
-		if errors.Is(err, jwtExpired) {
-			return identity{}, errTokenExpired()
-		}
-		return identity{}, errInvalidCredentials()
-	}
-	u, ok := s.usersByID[claims.ID]
-	if !ok {
-		return identity{}, errInvalidCredentials()
-	}
-	return identity{user: u, expires: time.Unix(claims.Exp, 0)}, nil
-}
-
-// issueLocked creates a new JWT and refresh token for u.
-func (s *Server) issueLocked(u *user, now time.Time) authResult {
-	tok, exp := signJWT(s.jwtSecret, u, now, s.opts.AccessTokenTTL)
-	rt := newRefreshToken()
-	s.refresh[rt] = refreshEntry{userID: u.id, expires: now.Add(refreshTokenTTL)}
-	return authResult{ident: identity{user: u, expires: exp}, accessToken: tok, refreshToken: rt}
-}
-
-// loginLocked is the email/password login of the default provider.
-func (s *Server) loginLocked(email, password string, now time.Time) (authResult, *dxError) {
-	u, ok := s.usersByEmail[strings.ToLower(email)]
-	if !ok || u.password == "" || subtle.ConstantTimeCompare([]byte(u.password), []byte(password)) != 1 {
-		return authResult{}, errInvalidCredentials()
-	}
-	return s.issueLocked(u, now), nil
-}
-
-// refreshLocked rotates a refresh token: the old one stops working.
-func (s *Server) refreshLocked(rt string, now time.Time) (authResult, *dxError) {
-	e, ok := s.refresh[rt]
-	if !ok {
-		return authResult{}, errInvalidCredentials()
-	}
-	delete(s.refresh, rt)
-	if now.After(e.expires) {
-		return authResult{}, errInvalidCredentials()
-	}
-	u, ok := s.usersByID[e.userID]
-	if !ok {
-		return authResult{}, errInvalidCredentials()
-	}
-	return s.issueLocked(u, now), nil
 }
 
 // authCreds are the credentials of an auth message, one of the three forms
@@ -135,51 +75,13 @@ func validEmail(s string) bool {
 	return strings.Contains(s[at+1:], ".")
 }
 
-// authenticateLocked runs an auth message's credentials.
-func (s *Server) authenticateLocked(c authCreds, now time.Time) (authResult, *dxError) {
-	switch c.form {
-	case formLogin:
-		return s.loginLocked(c.email, c.password, now)
-	case formAccessToken:
-		id, err := s.identityFromAccessTokenLocked(c.accessToken, now)
-		if err != nil {
-			return authResult{}, err
-		}
-		return authResult{ident: id}, nil
-	case formRefresh:
-		return s.refreshLocked(c.refreshToken, now)
-	}
-	return authResult{}, errInvalidCredentials()
-}
-
-// IssueToken returns a JWT access token for the user with that e-mail
-// address, valid for ttl (with the one-second resolution of JWTs; ttl <= 0
-// gives an already expired token). Use it to test JWT expiry without a
-// login round trip.
-func (s *Server) IssueToken(email string, ttl time.Duration) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, ok := s.usersByEmail[strings.ToLower(email)]
-	if !ok {
-		return "", fmt.Errorf("directustest: no user %q", email)
-	}
-	tok, _ := signJWT(s.jwtSecret, u, time.Now(), ttl)
-	return tok, nil
-}
-
-func newRefreshToken() string {
-	var b [48]byte
-	_, _ = rand.Read(b[:])
-	return b64.EncodeToString(b[:])
-}
-
 // handleAuthLocked handles an auth frame on a connection that is past the
 // handshake (re-authentication, allowed in every mode).
 func (s *Server) handleReauthLocked(c *wsConn, m *inMsg) {
 	// Any auth frame ends the wait that follows TOKEN_EXPIRED.
 	c.authTimer.stop()
 	c.authTimer = nil
-	res, err := s.authenticateLocked(parseAuthCreds(m.raw), time.Now())
+	res, err := s.accounts.authenticate(parseAuthCreds(m.raw), time.Now())
 	if err != nil {
 		s.logf("auth failed", "conn", c.id)
 		c.sendLocked(frameError("auth", codeAuthFailed, msgAuthFailed, m.uid))
@@ -202,7 +104,7 @@ func (s *Server) handleHandshakeLocked(c *wsConn, m *inMsg, perr *dxError) {
 		s.failHandshakeLocked(c)
 		return
 	}
-	res, err := s.authenticateLocked(parseAuthCreds(m.raw), time.Now())
+	res, err := s.accounts.authenticate(parseAuthCreds(m.raw), time.Now())
 	if err != nil {
 		s.failHandshakeLocked(c)
 		return
@@ -278,4 +180,12 @@ func (s *Server) ExpireTokens() {
 			c.expireLocked()
 		}
 	}
+}
+
+// IssueToken returns a JWT access token for the user with that e-mail
+// address, valid for ttl (with the one-second resolution of JWTs; ttl <= 0
+// gives an already expired token). Use it to test JWT expiry without a
+// login round trip.
+func (s *Server) IssueToken(email string, ttl time.Duration) (string, error) {
+	return s.accounts.issueToken(email, ttl)
 }

@@ -12,8 +12,8 @@
 // # Reference
 //
 // The behaviour is that of Directus 12.4.1 as observed on a real server and
-// recorded frame by frame in the project's shared notes (docs/PROTOCOL.md and
-// transcript.txt). The package's tests replay every scenario of that
+// recorded frame by frame in the repository (docs/PROTOCOL.md, and the raw
+// frames in internal/transcript/transcript.txt). The package's tests replay every scenario of that
 // transcript against this server and compare the frames byte for byte, after
 // mapping only tokens, refresh tokens and UUIDs (integer ids are made equal
 // by starting the auto-increment where the recording did).

@@ -175,7 +175,49 @@ func (n *filterNode) compile(c *collection) (*filterExpr, *dxError) {
 	if n.op == "_relational" {
 		return nil, errInvalidQuery(`Field "` + n.field + `" is not a relational field`)
 	}
+	if idx == c.pkIdx && c.keyType == IntegerKey && !n.numericOperands() {
+		// As Directus: the operand of an integer field must read as a
+		// number, else the whole query is refused.
+		return nil, errInvalidQuery("Invalid numeric value")
+	}
 	return &filterExpr{idx: idx, op: n.op, val: n.val, list: n.list}, nil
+}
+
+// numericOperands reports whether every operand of a comparison reads as a
+// number (a JSON number, or a string of one, as REST query strings carry
+// them). Operators that take no value of the field (_null, _empty, …) have
+// nothing to check.
+func (n *filterNode) numericOperands() bool {
+	switch n.op {
+	case "_eq", "_neq", "_lt", "_lte", "_gt", "_gte", "_in", "_nin", "_between", "_nbetween":
+	default:
+		return true
+	}
+	numeric := func(v any) bool {
+		s, ok := v.(string)
+		if !ok {
+			return true
+		}
+		for _, part := range strings.Split(s, ",") { // "1,2" in a REST _in
+			part = strings.TrimSpace(part)
+			if strings.HasPrefix(part, "$") {
+				continue // a dynamic variable, resolved by the server
+			}
+			if _, err := strconv.ParseFloat(part, 64); err != nil {
+				return false
+			}
+		}
+		return true
+	}
+	if !numeric(n.val) {
+		return false
+	}
+	for _, v := range n.list {
+		if !numeric(v) {
+			return false
+		}
+	}
+	return true
 }
 
 // match evaluates the filter with SQL semantics: a NULL field value matches

@@ -3,7 +3,6 @@ package directustest
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 )
 
@@ -142,39 +141,7 @@ func (s *Server) AddUser(u User) error {
 	if u.Email == "" {
 		return errors.New("directustest: user e-mail is empty")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addUserLocked(u)
-}
-
-func (s *Server) addUserLocked(u User) error {
-	email := strings.ToLower(u.Email)
-	if _, ok := s.usersByEmail[email]; ok {
-		return fmt.Errorf("directustest: user %q already exists", u.Email)
-	}
-	if u.Token != "" {
-		if _, ok := s.usersByToken[u.Token]; ok {
-			return errors.New("directustest: static token already in use")
-		}
-	}
-	nu := &user{
-		id:       newUUID(),
-		roleID:   newUUID(),
-		email:    email,
-		password: u.Password,
-		token:    u.Token,
-		admin:    u.Admin,
-		perms:    maps.Clone(u.Permissions),
-	}
-	if nu.perms == nil {
-		nu.perms = map[string]Permission{}
-	}
-	s.usersByEmail[email] = nu
-	s.usersByID[nu.id] = nu
-	if u.Token != "" {
-		s.usersByToken[u.Token] = nu
-	}
-	return nil
+	return s.accounts.add(u)
 }
 
 // SetPublicPermissions replaces the permissions of the Public role, which
@@ -182,12 +149,7 @@ func (s *Server) addUserLocked(u User) error {
 // before they authenticate, and to connections whose token expired. By
 // default the Public role has no permissions.
 func (s *Server) SetPublicPermissions(p map[string]Permission) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.publicPerms = maps.Clone(p)
-	if s.publicPerms == nil {
-		s.publicPerms = map[string]Permission{}
-	}
+	s.accounts.setPublicPermissions(p)
 }
 
 // allowedLocked reports whether u (nil = Public role) may perform action on
@@ -196,15 +158,7 @@ func (s *Server) allowedLocked(u *user, collection string, action permAction) bo
 	if _, ok := s.colls[collection]; !ok {
 		return false
 	}
-	var p Permission
-	switch {
-	case u == nil:
-		p = s.publicPerms[collection]
-	case u.admin:
-		return true
-	default:
-		p = u.perms[collection]
-	}
+	p := s.accounts.permission(u, collection)
 	switch action {
 	case permRead:
 		return p.Read
@@ -222,13 +176,13 @@ func (s *Server) allowedLocked(u *user, collection string, action permAction) bo
 func (s *Server) seed(empty bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	_ = s.addUserLocked(User{Email: AdminEmail, Password: AdminPassword, Token: AdminToken, Admin: true})
+	_ = s.accounts.add(User{Email: AdminEmail, Password: AdminPassword, Token: AdminToken, Admin: true})
 	if empty {
 		return
 	}
 	s.colls["posts"] = newCollection("posts", "id", IntegerKey, []string{"id", "title", "status", "views"})
 	s.colls["tags"] = newCollection("tags", "id", UUIDKey, []string{"id", "name"})
-	_ = s.addUserLocked(User{
+	_ = s.accounts.add(User{
 		Email: ReaderEmail, Password: ReaderPassword, Token: ReaderToken,
 		Permissions: map[string]Permission{"posts": {Read: true}},
 	})
@@ -239,15 +193,5 @@ func (s *Server) seed(empty bool) {
 // them (Directus re-reads permissions for every event), as when an
 // administrator revokes a role's read access while clients are connected.
 func (s *Server) SetUserPermissions(email string, p map[string]Permission) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.usersByEmail[email]
-	if u == nil {
-		return fmt.Errorf("directustest: no user %q", email)
-	}
-	u.perms = maps.Clone(p)
-	if u.perms == nil {
-		u.perms = map[string]Permission{}
-	}
-	return nil
+	return s.accounts.setUserPermissions(email, p)
 }

@@ -2,7 +2,6 @@ package directustest
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -13,27 +12,55 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Server is an in-process Directus realtime server. Create it with NewServer
 // or NewTLSServer and stop it with Close. All methods are safe for
 // concurrent use.
+//
+// The server is made of parts, each in its own files, so that a fidelity
+// fix touches one of them:
+//
+//   - accounts (accounts.go, auth.go, jwt.go): users, tokens, permissions
+//     and the WebSocket auth flow. Its state has its own leaf lock.
+//   - REST (rest*.go): the HTTP routes, a stateless front end over the
+//     data, the accounts and the events.
+//   - subscriptions and events (subscribe.go, subregistry.go, events.go,
+//     items.go, store.go, query.go, filter.go): the collections, the
+//     subscriptions and the event frames a write produces.
+//   - connections (upgrade.go, conn.go, messages.go, heartbeat.go): the
+//     sockets, their frames and the heartbeat.
+//   - faults (faults.go): the listener's lifecycle and the fault controls;
+//     the outbound controls have their own lock, read by the writers.
+//
+// Lock order: Server.mu, then accounts.mu or faults.mu; neither of those
+// ever calls back into the server.
 type Server struct {
-	opts    Options
-	log     *slog.Logger
-	useTLS  bool
-	tlsCfg  *tls.Config
-	cert    *x509.Certificate
-	client  *http.Client
-	addr    string // 127.0.0.1:PORT, fixed for the server's life
-	loud    *Writer
-	rest    http.Handler
-	faults  faults
-	closeCh chan struct{}
+	opts     Options
+	log      *slog.Logger
+	useTLS   bool
+	tlsCfg   *tls.Config
+	cert     *x509.Certificate
+	client   *http.Client
+	addr     string // 127.0.0.1:PORT, fixed for the server's life
+	loud     *Writer
+	rest     http.Handler
+	faults   faults    // outbound fault controls, own lock
+	accounts *accounts // identities and permissions, own lock
+	closeCh  chan struct{}
 
-	mu sync.Mutex // guards everything below
+	rateLimitDrops atomic.Int64 // frames the rate limiter dropped
 
+	// mu guards the fields below. One lock serves the data, the
+	// subscriptions and the connections on purpose: a write, the events it
+	// produces and the sockets they are queued on must be seen in one
+	// order, as on Directus, where an event is emitted once its write is
+	// done and goes to the subscriptions that exist at that moment.
+	mu sync.Mutex
+
+	// Lifecycle (faults.go, server.go).
 	closed    bool
 	ln        net.Listener
 	httpSrv   *http.Server
@@ -42,24 +69,22 @@ type Server struct {
 	hangCh    chan struct{} // closed when upgrades on a wrong path must be released
 	reopen    *stimer       // pending reopen of RefuseConnections
 
-	colls        map[string]*collection
-	usersByEmail map[string]*user
-	usersByID    map[string]*user
-	usersByToken map[string]*user
-	publicPerms  map[string]Permission
-	refresh      map[string]refreshEntry
-	jwtSecret    []byte
+	// Data (store.go, model.go).
+	colls map[string]*collection
 
+	// Connections (upgrade.go, conn.go, heartbeat.go).
 	conns       map[int64]*wsConn
 	nextConnID  int64
 	pending     int // upgrades accepted but not yet registered (ConnLimit)
 	connChanged chan struct{}
+	hbPeriod    time.Duration
+	hbTimer     *stimer
 
-	subs   map[string]*subList
-	subSeq uint64
+	// Subscriptions (subregistry.go, subscribe.go, events.go).
+	subs subRegistry
 
-	hbPeriod time.Duration
-	hbTimer  *stimer
+	// The /graphql endpoint's sockets and subscriptions (graphql.go).
+	gql gqlState
 
 	handlers sync.WaitGroup // HTTP handlers, WebSocket readers and writers
 	serves   sync.WaitGroup // http.Server.Serve loops
@@ -82,27 +107,21 @@ func NewTLSServer(opts *Options) *Server { return newServer(opts, true) }
 func newServer(opts *Options, useTLS bool) *Server {
 	o := opts.withDefaults()
 	s := &Server{
-		opts:         o,
-		log:          o.Logger,
-		useTLS:       useTLS,
-		closeCh:      make(chan struct{}),
-		hangCh:       make(chan struct{}),
-		colls:        map[string]*collection{},
-		usersByEmail: map[string]*user{},
-		usersByID:    map[string]*user{},
-		usersByToken: map[string]*user{},
-		publicPerms:  map[string]Permission{},
-		refresh:      map[string]refreshEntry{},
-		jwtSecret:    make([]byte, 32),
-		conns:        map[int64]*wsConn{},
-		connChanged:  make(chan struct{}),
-		subs:         map[string]*subList{},
-		hbPeriod:     o.HeartbeatPeriod,
+		opts:        o,
+		log:         o.Logger,
+		useTLS:      useTLS,
+		closeCh:     make(chan struct{}),
+		hangCh:      make(chan struct{}),
+		colls:       map[string]*collection{},
+		accounts:    newAccounts(o.AccessTokenTTL),
+		conns:       map[int64]*wsConn{},
+		connChanged: make(chan struct{}),
+		subs:        newSubRegistry(),
+		hbPeriod:    o.HeartbeatPeriod,
 	}
 	s.faults.init()
-	_, _ = rand.Read(s.jwtSecret)
 	s.loud = &Writer{s: s, emit: true}
-	s.rest = s.restHandler()
+	s.rest = newRESTHandler(s)
 	s.seed(o.Empty)
 	s.client = &http.Client{Transport: &http.Transport{}}
 	if useTLS {
@@ -186,6 +205,7 @@ func (s *Server) Close() {
 	for _, c := range conns {
 		c.abort()
 	}
+	s.dropGraphQL()
 	s.handlers.Wait()
 	s.serves.Wait()
 	s.timers.Wait()
@@ -262,6 +282,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.handlers.Done()
 
 	if headerHasToken(r.Header, "Upgrade", "websocket") {
+		if s.opts.GraphQL && r.URL.Path == s.opts.GraphQLPath {
+			s.handleGraphQLUpgrade(w, r, epoch)
+			return
+		}
 		if r.URL.Path != s.opts.Path {
 			s.hang(w, r, hang)
 			return

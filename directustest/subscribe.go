@@ -2,99 +2,13 @@ package directustest
 
 import (
 	"encoding/json"
-	"slices"
 )
-
-// subscription is one registered subscription.
-type subscription struct {
-	seq        uint64
-	conn       *wsConn
-	uid        string // String(uid)
-	hasUID     bool
-	collection string
-	event      string // "", "create", "update", "delete"
-	item       string // String(item)
-	hasItem    bool
-	queryRaw   json.RawMessage
-	params     *queryParams
-	cq         *compiledQuery // compiled lazily against cqColl
-	cqColl     *collection
-	cqErr      *dxError
-	removed    bool
-}
-
-func (sub *subscription) uidVal() uidVal { return stringUID(sub.uid, sub.hasUID) }
-
-// compiled resolves the query against the collection, once.
-func (sub *subscription) compiled(c *collection) (*compiledQuery, *dxError) {
-	if sub.cqColl != c {
-		sub.cqColl = c
-		sub.cq, sub.cqErr = compileQuery(c, sub.params)
-	}
-	return sub.cq, sub.cqErr
-}
-
-// subList holds the subscriptions of one collection in creation order.
-// Removed entries are tombstoned and compacted lazily, so subscribing and
-// unsubscribing are O(1) amortised even with many thousands of them.
-type subList struct {
-	subs []*subscription
-	dead int
-}
-
-func (l *subList) compact() {
-	if l.dead == 0 || l.dead < len(l.subs)/2 {
-		return
-	}
-	l.subs = slices.DeleteFunc(l.subs, func(s *subscription) bool { return s.removed })
-	l.dead = 0
-}
-
-func (s *Server) registerLocked(sub *subscription) {
-	s.subSeq++
-	sub.seq = s.subSeq
-	l := s.subs[sub.collection]
-	if l == nil {
-		l = &subList{}
-		s.subs[sub.collection] = l
-	}
-	l.compact()
-	l.subs = append(l.subs, sub)
-	c := sub.conn
-	c.subs = append(c.subs, sub)
-	if sub.hasUID {
-		c.subsByUID[sub.uid] = sub
-	}
-}
-
-func (s *Server) removeSubLocked(sub *subscription) {
-	if sub.removed {
-		return
-	}
-	sub.removed = true
-	if l := s.subs[sub.collection]; l != nil {
-		l.dead++
-		l.compact()
-		if len(l.subs) == 0 {
-			delete(s.subs, sub.collection)
-		}
-	}
-	c := sub.conn
-	if sub.hasUID && c.subsByUID[sub.uid] == sub {
-		delete(c.subsByUID, sub.uid)
-	}
-	c.deadSubs++
-	if c.deadSubs >= len(c.subs)/2 {
-		c.subs = slices.DeleteFunc(c.subs, func(x *subscription) bool { return x.removed })
-		c.deadSubs = 0
-	}
-}
 
 func (c *wsConn) removeAllSubsLocked() {
 	subs := c.subs
 	c.subs = nil
 	for _, sub := range subs {
-		c.s.removeSubLocked(sub)
+		c.s.subs.remove(sub)
 	}
 	c.subs = nil
 	c.deadSubs = 0
@@ -165,7 +79,7 @@ func (s *Server) handleSubscribeLocked(c *wsConn, m *inMsg) {
 		sub.uid, sub.hasUID = m.uid.String(), true
 		// A uid already in use is replaced (U2).
 		if old := c.subsByUID[sub.uid]; old != nil {
-			s.removeSubLocked(old)
+			s.subs.remove(old)
 		}
 	}
 	if item.set {
@@ -174,7 +88,7 @@ func (s *Server) handleSubscribeLocked(c *wsConn, m *inMsg) {
 	if event != "" {
 		// Event-only subscriptions do no read, hence no permission check
 		// (P2, Q2).
-		s.registerLocked(sub)
+		s.subs.add(sub)
 		c.sendLocked(subscriptionFrame("init", nil, nil, sub.uidVal()))
 		return
 	}
@@ -201,7 +115,7 @@ func (s *Server) handleSubscribeLocked(c *wsConn, m *inMsg) {
 		data = cq.appendRows(make([]byte, 0, 64*len(rows)+2), coll, rows)
 	}
 	meta, _ := cq.appendMeta(nil, coll)
-	s.registerLocked(sub)
+	s.subs.add(sub)
 	c.sendLocked(subscriptionFrame("init", data, meta, sub.uidVal()))
 }
 
@@ -215,7 +129,7 @@ func (s *Server) handleUnsubscribeLocked(c *wsConn, m *inMsg) {
 	}
 	uid := m.uid.String()
 	if sub := c.subsByUID[uid]; sub != nil {
-		s.removeSubLocked(sub)
+		s.subs.remove(sub)
 	}
 	c.sendLocked(subscriptionFrame("unsubscribe", nil, nil, stringUID(uid, true)))
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -21,17 +20,17 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/e41af43e/directus-realtime/directustest"
+	"github.com/e41af43e/directus-realtime/internal/transcript"
 )
 
-// The conformance tests replay /work/shared/directus/transcript.txt, which
+// The conformance tests replay the transcript embedded by internal/transcript
+// (internal/transcript/transcript.txt, described in docs/PROTOCOL.md), which
 // was recorded against a real Directus 12.4.1: every client frame and REST
 // call of the transcript is sent to a directustest.Server, and every frame
 // and REST response the real server sent is compared with what this server
 // sends. Only tokens, refresh tokens and UUIDs are normalised (mapped from
 // the transcript's values to ours the first time they appear). Integer ids
 // are made identical by starting the auto-increment where the recording did.
-
-const transcriptPath = "../../shared/directus/transcript.txt"
 
 type tline struct {
 	label string // connection label, "REST", or "" for notes
@@ -60,15 +59,10 @@ var (
 
 func loadTranscript(t *testing.T) []*tscenario {
 	t.Helper()
-	f, err := os.Open(transcriptPath)
-	if err != nil {
-		t.Skipf("transcript not available (%v): the conformance replay needs %s", err, transcriptPath)
-	}
-	defer f.Close()
 	var out []*tscenario
 	var sc *tscenario
 	var st *tstep
-	scan := bufio.NewScanner(f)
+	scan := bufio.NewScanner(strings.NewReader(transcript.SQLiteText()))
 	scan.Buffer(make([]byte, 1<<20), 1<<20)
 	for scan.Scan() {
 		line := scan.Text()

@@ -37,7 +37,7 @@ func (s *Server) handleUpgrade(w http.ResponseWriter, r *http.Request, epoch uin
 	var ident identity
 	authed := false
 	if tok != "" {
-		id, err := s.identityFromAccessTokenLocked(tok, time.Now())
+		id, err := s.accounts.identityFromAccessToken(tok, time.Now())
 		if err != nil {
 			s.mu.Unlock()
 			s.logf("upgrade refused: bad access_token")

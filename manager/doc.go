@@ -7,7 +7,10 @@
 // and returns once the subscription's init arrived. Subscriptions are
 // persistent (they live until Unsubscribe or Close) or scoped: they end by
 // themselves when the context given to Subscribe is done, which makes a
-// request's context the natural scope, or when their Scope closes.
+// request's context the natural scope, or when their Scope closes. Events
+// is the iterator form: `for ev, err := range m.Events(ctx, opts)` is a
+// subscription that lasts as long as the loop, with the loop body as its
+// handler.
 //
 // # Guarantees
 //

@@ -139,6 +139,12 @@ type Manager struct {
 	servers   map[string]*serverSub       // by subscription spec
 	wire      map[protocol.UID]*serverSub // by the uid of the current subscribe frame
 	limited   *time.Timer                 // checks subscribes the rate limiter may have dropped
+	limitedAt time.Time                   // the last REQUESTS_EXCEEDED
+	outbox    []outFrame                  // frames for the sender (outbox.go)
+	sending   bool                        // a sender goroutine runs
+	progress  time.Time                   // when a subscribe or resync read was last answered
+	handoffs  uint64                      // subscribes handed to a session so far, numbering them
+	answered  uint64                      // the highest handoff number of an answered subscribe
 	wireSeq   uint64
 	autoSeq   uint64
 	createSeq uint64
@@ -281,6 +287,27 @@ func (m *Manager) Conn() *conn.Conn { return m.conn }
 // their events to no subscription, or drop every subscription for an
 // unsubscribe without uid.
 func (m *Manager) SendMessage(ctx context.Context, msg any) error {
+	if err := refuseSubscriptionFrame(msg); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(msg) // refuseSubscriptionFrame marshalled it
+	return m.conn.Send(ctx, json.RawMessage(b))
+}
+
+// Request sends a custom frame with a fresh uid and returns the server's
+// reply within ctx (see conn.Conn.Request); SendMessage is its fire and
+// forget form. Subscribe and unsubscribe frames are refused with
+// ErrRefused, as by SendMessage.
+func (m *Manager) Request(ctx context.Context, msg any) (*protocol.Message, error) {
+	if err := refuseSubscriptionFrame(msg); err != nil {
+		return nil, err
+	}
+	return m.conn.Request(ctx, msg)
+}
+
+// refuseSubscriptionFrame refuses subscribe and unsubscribe frames, which
+// only Subscribe and Unsubscribe may send.
+func refuseSubscriptionFrame(msg any) error {
 	b, err := json.Marshal(msg)
 	if err != nil {
 		return &protocol.ConfigError{Field: "message", Reason: "does not marshal to JSON: " + err.Error()}
@@ -295,7 +322,7 @@ func (m *Manager) SendMessage(ctx context.Context, msg any) error {
 	if head.Type == protocol.TypeSubscribe || head.Type == protocol.TypeUnsubscribe {
 		return ErrRefused
 	}
-	return m.conn.Send(ctx, json.RawMessage(b))
+	return nil
 }
 
 // Items performs an items request over the WebSocket (see conn.Conn.Items).

@@ -266,7 +266,8 @@ func (c *Collection[K, T]) deleteLocked(k K) {
 	}
 }
 
-// appliedLocked wakes WaitFor callers, if any wait.
+// appliedLocked wakes WaitFor callers, if any wait. It needs only waitMu
+// (the name says it is called with c.mu held while events apply).
 func (c *Collection[K, T]) appliedLocked() {
 	c.waitMu.Lock()
 	if c.applied != nil {

@@ -106,6 +106,8 @@ type Stats struct {
 	// ReconcileChanges counts the rows reconciles added, changed or
 	// removed: what events had missed.
 	ReconcileChanges uint64
+	// ReconcileTime is the time spent in reconciles, summed.
+	ReconcileTime time.Duration
 	// ListenerPanics counts recovered panics of listeners.
 	ListenerPanics uint64
 }
@@ -130,6 +132,7 @@ type Collection[K comparable, T any] struct {
 	listeners map[*listener[K, T]]struct{}
 	synced    bool
 	syncedCh  chan struct{}
+	closedCh  chan struct{} // closed by Close
 	waitMu    sync.Mutex
 	applied   chan struct{} // made by WaitFor, closed after the next applied event
 	closed    bool
@@ -162,6 +165,7 @@ type Collection[K comparable, T any] struct {
 	inits, resyncs, events, errorEvents, staleSkipped, badRows, reconciles atomic.Uint64
 	reconcileFailures, reconcileChanges, listenerPanics                    atomic.Uint64
 	lastResyncChanges                                                      atomic.Int64
+	reconcileNanos                                                         atomic.Int64
 }
 
 // New returns an empty Collection, or a *protocol.ConfigError for options it
@@ -199,6 +203,7 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 		indexes:   make(map[string]*index[K, T], len(opts.Indexers)),
 		listeners: make(map[*listener[K, T]]struct{}),
 		syncedCh:  make(chan struct{}),
+		closedCh:  make(chan struct{}),
 		soon:      make(chan struct{}, 1),
 		firstInit: make(chan struct{}),
 		avgRow:    128,
@@ -306,8 +311,9 @@ func (c *Collection[K, T]) WaitSynced(ctx context.Context) error {
 	}
 }
 
-// WaitFor waits until cond returns true. cond is evaluated now and after
-// every event the collection applies; it may read the collection.
+// WaitFor waits until cond returns true. cond is evaluated now, after
+// every event the collection applies and whenever Status().Err changes; it
+// may read the collection.
 func (c *Collection[K, T]) WaitFor(ctx context.Context, cond func() bool) error {
 	for {
 		c.waitMu.Lock()
@@ -334,6 +340,7 @@ func (c *Collection[K, T]) Stats() Stats {
 		Errors: c.errorEvents.Load(), StaleSkipped: c.staleSkipped.Load(), BadRows: c.badRows.Load(),
 		Reconciles: c.reconciles.Load(), ReconcileFailures: c.reconcileFailures.Load(),
 		ReconcileChanges: c.reconcileChanges.Load(), ListenerPanics: c.listenerPanics.Load(),
+		ReconcileTime: time.Duration(c.reconcileNanos.Load()),
 	}
 }
 

@@ -74,13 +74,15 @@ func (c *Collection[K, T]) Status() Status {
 // is what is reported once.
 func (c *Collection[K, T]) setFailure(kind, cause error) (fresh bool) {
 	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
 	var cur *FailureError
 	if errors.As(c.status.Err, &cur) && cur.Kind == kind {
 		cur.Err = cause
+		c.statusMu.Unlock()
 		return false
 	}
 	c.status.Err = &FailureError{Kind: kind, Err: cause, Since: time.Now()}
+	c.statusMu.Unlock()
+	c.appliedLocked() // WaitFor conditions may read Status
 	return true
 }
 
@@ -88,9 +90,12 @@ func (c *Collection[K, T]) setFailure(kind, cause error) (fresh bool) {
 // reports whether it was failing.
 func (c *Collection[K, T]) clearFailure() bool {
 	c.statusMu.Lock()
-	defer c.statusMu.Unlock()
 	was := c.status.Err != nil
 	c.status.Err = nil
+	c.statusMu.Unlock()
+	if was {
+		c.appliedLocked() // WaitFor conditions may read Status
+	}
 	return was
 }
 

@@ -159,7 +159,9 @@ func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 		}
 	}
 	c.reconcileChanges.Add(uint64(changes))
-	c.recordReconcile(err, changes, time.Since(start))
+	took := time.Since(start)
+	c.reconcileNanos.Add(int64(took))
+	c.recordReconcile(err, changes, took)
 	return err
 }
 
@@ -253,6 +255,7 @@ func (c *Collection[K, T]) Close() error {
 	c.closeOnce.Do(func() {
 		c.lock()
 		c.closed = true
+		close(c.closedCh)
 		listeners := c.listeners
 		c.listeners = map[*listener[K, T]]struct{}{}
 		c.unlock()

@@ -184,86 +184,92 @@ func (a *app) events(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	uid := fmt.Sprintf("sse-%d", a.seq.Add(1))
 
-	// The subscription's handler hands events to this request's goroutine.
-	// It must not outlive the request: once ctx is done it drops them.
-	queue := make(chan handlers.Event, 64)
-	forward := handlers.HandlerFunc(func(ev handlers.Event) error {
-		select {
-		case queue <- ev:
-		case <-ctx.Done():
-		}
-		return nil
-	})
-
-	// Not Persistent: the subscription is scoped to ctx, the request's
-	// context. Subscribe returns once the server's init arrived. Two pages
-	// on the same collection share one server subscription; each has its
-	// own uid and handler.
-	sub, err := a.m.Subscribe(ctx, manager.SubscribeOptions{Collection: collection, UID: uid}, forward)
-	if err != nil {
-		status := http.StatusBadGateway
-		if errors.Is(err, protocol.ErrForbidden) || errors.Is(err, protocol.ErrInvalidCollection) {
-			status = http.StatusForbidden
-		}
-		a.log.Warn("subscribe failed", "collection", collection, "err", err)
-		http.Error(w, err.Error(), status)
-		return
-	}
-	a.log.Info("client subscribed", "uid", uid, "collection", collection, "remote", r.RemoteAddr)
-	defer func() {
-		<-sub.Done()
-		a.log.Info("subscription ended", "uid", uid, "cause", sub.Err())
-		if a.streamEnd != nil {
-			a.streamEnd(uid)
-		}
-	}()
-	if a.streamStart != nil {
-		a.streamStart(uid)
-	}
-
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
+	// One writer at a time: the loop below and the keepalive.
+	var mu sync.Mutex
 	rc := http.NewResponseController(w)
+	write := func(frame string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, err := io.WriteString(w, frame); err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
 	send := func(event string, v any) error {
 		b, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
-		if _, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, b); err != nil {
-			return err
-		}
-		return rc.Flush()
-	}
-	if err := send("hello", map[string]string{"uid": uid}); err != nil {
-		_ = sub.Unsubscribe()
-		return
+		return write(fmt.Sprintf("event: %s\ndata: %s\n\n", event, b))
 	}
 
-	// A comment now and then keeps proxies from closing an idle stream.
-	keepalive := time.NewTicker(15 * time.Second)
-	defer keepalive.Stop()
-	for {
-		var err error
-		select {
-		case <-ctx.Done():
-			// The browser left (or the server stops): the manager ends the
-			// subscription by itself, the deferred function waits for it.
-			return
-		case <-sub.Done():
-			return // the manager was closed
-		case ev := <-queue:
-			err = send("change", toChange(ev))
-		case <-keepalive.C:
-			if _, err = io.WriteString(w, ": keepalive\n\n"); err == nil {
-				err = rc.Flush()
+	// The loop is the subscription: it starts with the loop, lasts while
+	// the request does (ctx), and breaking out of it unsubscribes. Two
+	// pages on the same collection share one server subscription; each has
+	// its own uid and init.
+	started := false
+	for ev, err := range a.m.Events(ctx, manager.SubscribeOptions{Collection: collection, UID: uid}) {
+		if err != nil && !started {
+			status := http.StatusBadGateway
+			if errors.Is(err, protocol.ErrForbidden) || errors.Is(err, protocol.ErrInvalidCollection) {
+				status = http.StatusForbidden
 			}
+			a.log.Warn("subscribe failed", "collection", collection, "err", err)
+			http.Error(w, err.Error(), status)
+			return
 		}
 		if err != nil {
+			// The browser left, or the manager closed.
+			a.log.Info("subscription ended", "uid", uid, "cause", err)
+			break
+		}
+		if !started {
+			started = true
+			a.log.Info("client subscribed", "uid", uid, "collection", collection, "remote", r.RemoteAddr)
+			if a.streamStart != nil {
+				a.streamStart(uid)
+			}
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Header().Set("Cache-Control", "no-cache")
+			if send("hello", map[string]string{"uid": uid}) != nil {
+				break
+			}
+			stop := keepalive(ctx, write)
+			defer stop()
+		}
+		if send("change", toChange(ev)) != nil {
 			// The client is gone but the request has not noticed yet.
-			_ = sub.Unsubscribe()
-			return
+			a.log.Info("subscription ended", "uid", uid, "cause", "write failed")
+			break
 		}
 	}
+	// The loop has unsubscribed by the time it returns.
+	if started && a.streamEnd != nil {
+		a.streamEnd(uid)
+	}
+}
+
+// keepalive writes a comment now and then, which keeps proxies from
+// closing an idle stream, until stop is called.
+func keepalive(ctx context.Context, write func(string) error) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(15 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if write(": keepalive\n\n") != nil {
+					return
+				}
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 func toChange(ev handlers.Event) change {

@@ -1,8 +1,9 @@
 // Package transcript parses the protocol transcripts recorded against a real
 // Directus 12.4.1 (transcript.txt on SQLite, transcript-postgres.txt on
 // PostgreSQL), so that tests can compare frames with what the real server
-// sent and fuzzers can start from real frames. The files are copies of
-// ../shared/directus/ and are embedded; only tests import this package.
+// sent and fuzzers can start from real frames. The files are kept verbatim
+// in this directory and embedded, so every clone has them; docs/PROTOCOL.md
+// explains what they show, step by step. Only tests import this package.
 package transcript
 
 import (
@@ -65,6 +66,9 @@ var (
 	lineRe     = regexp.MustCompile(`^\s*([0-9]+\.[0-9]+) (\S+)\s+(>>>|<<<|\.\.\.) ?(.*)$`)
 	noteRe     = regexp.MustCompile(`^\s*([0-9]+\.[0-9]+) --- (.*)$`)
 )
+
+// SQLiteText returns transcript.txt as recorded, for parsers of their own.
+func SQLiteText() string { return sqlite }
 
 // SQLite returns the steps of transcript.txt in file order.
 func SQLite() []Step { return parse(sqlite) }

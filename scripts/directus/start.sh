@@ -93,7 +93,9 @@ if [ -f "$PID_FILE" ] && pid_alive "$(cat "$PID_FILE")"; then
   exit 0
 fi
 rm -f "$PID_FILE"
-port_open "$DIRECTUS_PORT" && die "127.0.0.1:$DIRECTUS_PORT is already in use by another process"
+port_open "$DIRECTUS_PORT" && die "127.0.0.1:$DIRECTUS_PORT is already in use by another process;" \
+  "choose other ports: DIRECTUS_PORT for start.sh, DIRECTUS_CI_PORT_BASE for ci.sh and scripts/test.sh" \
+  "(five consecutive ports from it, default 8055)"
 
 # Database -----------------------------------------------------------------------------------------
 mkdir -p "$DB_DIR/uploads" "$DATA_DIR/extensions"

@@ -19,7 +19,7 @@ STOP_TIMEOUT="${STOP_TIMEOUT:-10}"
 
 ports=()
 if [ "${1:-}" = "--all" ]; then
-  rm -f "$DIRECTUS_HOME/ci.env"
+  rm -f "$DIRECTUS_HOME"/ci*.env
   for f in "$RUN_DIR"/directus-*.pid; do
     [ -f "$f" ] || continue
     p="${f##*/directus-}"; ports+=("${p%.pid}")
