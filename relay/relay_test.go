@@ -57,6 +57,7 @@ func (e *env) jetstream() (*nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	e.t.Cleanup(nc.Close) // closing twice is harmless
 	js, err := jetstream.New(nc)
 	if err != nil {
 		e.t.Fatal(err)
