@@ -37,6 +37,9 @@ const (
 	DefaultHistory = 1
 )
 
+// handOverTimeout bounds a hand-over's re-read of Directus.
+const handOverTimeout = 30 * time.Second
+
 // DefaultRetry paces the relay's retries (watch, writes, lease): 100 ms
 // doubling to 5 s.
 var DefaultRetry = conn.Backoff{Initial: 100 * time.Millisecond, Max: 5 * time.Second, ResetAfter: time.Minute}
@@ -359,6 +362,10 @@ func (r *Relay) keepLease(ctx context.Context, heldCh chan bool) {
 // catches up with the bucket's last revision, and then every key is
 // compared and only differences are written, before and while events are.
 func (r *Relay) handOver(ctx context.Context) error {
+	// A leader that cannot re-read Directus resigns rather than hold a
+	// lease it does not write under.
+	ctx, cancel := context.WithTimeout(ctx, handOverTimeout)
+	defer cancel()
 	for _, mi := range r.mirrors {
 		if err := mi.catchUp(ctx); err != nil {
 			return err
