@@ -66,3 +66,13 @@ func FuzzKeyEncoding(f *testing.F) {
 		}
 	})
 }
+
+func TestNewRefusesBadOptionsAndANewRelayIsNotLeading(t *testing.T) {
+	if _, err := New(nil, nil, nil, nil); err == nil {
+		t.Fatal("New accepted no manager and no JetStream")
+	}
+	r := &Relay{}
+	if r.Leading() {
+		t.Fatal("a relay that never ran says it leads")
+	}
+}

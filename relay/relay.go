@@ -109,7 +109,8 @@ type Relay struct {
 	log     *slog.Logger
 	mirrors []*mirror
 
-	lease    *lease
+	leaseMu  sync.Mutex
+	lease    *lease // set by Run
 	leading  atomic.Bool
 	ready    chan struct{} // closed when every mirror was synced and written once as leader, or watched as standby
 	runOnce  sync.Once
@@ -202,7 +203,16 @@ func BucketName(collection string) string {
 func (r *Relay) ID() string { return r.opts.ID }
 
 // Leading reports whether this relay is the writer now.
-func (r *Relay) Leading() bool { return r.leading.Load() && r.lease.held() }
+func (r *Relay) Leading() bool {
+	l := r.leaseNow()
+	return l != nil && r.leading.Load() && l.held()
+}
+
+func (r *Relay) leaseNow() *lease {
+	r.leaseMu.Lock()
+	defer r.leaseMu.Unlock()
+	return r.lease
+}
 
 // Ready is closed once every collection is synced from Directus and the
 // relay either wrote it into its bucket as leader or watches its bucket as
@@ -238,7 +248,9 @@ func (r *Relay) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay: lease bucket %s: %w", r.opts.LeaseBucket, err)
 	}
+	r.leaseMu.Lock()
 	r.lease = &lease{kv: lkv, id: r.opts.ID, ttl: r.opts.LeaseTTL}
+	r.leaseMu.Unlock()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
