@@ -18,7 +18,10 @@
 // Config.PingTimeout longer. Lost sessions are replaced after conn.Backoff's
 // jittered exponential delay, reported through conn.State and
 // conn.StateChange, and every live subscription is sent again on the new
-// session under a fresh id (graphql-ws forbids reusing an active one).
+// session under a fresh id (graphql-ws forbids reusing an active one). As
+// graphql-ws acknowledges no subscribe, the Manager turns StateConnected,
+// and Subscribe returns, once the server has answered a ping sent after the
+// subscribes: it has then read them (docs/PROTOCOL.md §13.5).
 // Credentials that the server refuses on the first connect end the Manager
 // (StateClosed with the cause); later refusals are retried with backoff.
 // Email/Password and RefreshToken are turned into an access token by REST
