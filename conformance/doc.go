@@ -28,7 +28,9 @@
 //	default  handshake auth, Directus defaults                       TestAuthForms, TestAuthFailures, TestPermissions,
 //	                                                                 TestSubscriptionLifecycle, TestEvents, TestSingleItem,
 //	                                                                 TestFilterExit, TestQuietWrites (directustest only),
-//	                                                                 TestRestartDuringWrites, TestSoak
+//	                                                                 TestRestartDuringWrites, TestSoak; over /graphql:
+//	                                                                 TestGraphQLAuth, TestGraphQLLimits, TestGraphQLEvents,
+//	                                                                 TestGraphQLWire, TestGraphQLReplicaRestart
 //	short    handshake, heartbeat 3 s, ACCESS_TOKEN_TTL 15s,          TestTokenExpiry, TestHeartbeat
 //	         auth timeout 5 s
 //	strict   strict auth (token at the HTTP upgrade)                 TestStrictMode
