@@ -280,3 +280,51 @@ func TestWrongEndpoint(t *testing.T) {
 	_ = m.Close()
 	srv.CloseClientConnections()
 }
+
+// Close may be called from a handler and from a callback.
+func TestCloseFromCallbacks(t *testing.T) {
+	s := newServer(t, nil)
+	closed := make(chan error, 1)
+	var m *graphql.Manager
+	m = managerWith(t, graphql.Config{URL: s.URL(), Auth: conn.Auth{Token: directustest.AdminToken}})
+	connect(t, m)
+	h := handlers.HandlerFunc(func(handlers.Event) error {
+		closed <- m.Close()
+		return nil
+	})
+	if _, err := m.Subscribe(context.Background(), graphql.SubscribeOptions{Collection: "posts", Query: fields("id")}, h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create("posts", map[string]any{"title": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close from a handler did not return")
+	}
+	if m.State() != conn.StateClosed {
+		t.Fatalf("state %v", m.State())
+	}
+
+	states := make(chan error, 1)
+	var m2 *graphql.Manager
+	m2 = managerWith(t, graphql.Config{URL: s.URL(), Auth: conn.Auth{Token: directustest.AdminToken},
+		OnStateChange: func(sc conn.StateChange) {
+			if sc.To == conn.StateConnected {
+				states <- m2.Close()
+			}
+		}})
+	connect(t, m2)
+	select {
+	case err := <-states:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Close from OnStateChange did not return")
+	}
+}

@@ -166,6 +166,7 @@ func (e *OverflowError) Is(target error) bool { return target == ErrOverflow }
 // work runs the handler until the subscription ends.
 func (s *Subscription) work() {
 	defer s.m.workers.Done()
+	defer s.m.own()()
 	for {
 		select {
 		case <-s.done:
