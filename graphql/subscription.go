@@ -14,17 +14,17 @@ import (
 // concurrent use. Its handler runs on the subscription's own goroutine, one
 // event at a time, in the order the server sent them.
 type Subscription struct {
-	m         *Manager
-	uid       string
-	opts      SubscribeOptions
-	fields    []string
-	h         handlers.Handler
-	done      chan struct{}
-	wake      chan struct{}
-	stopScope func() bool
-	replica   *replicaState // nil for a plain subscription
+	m       *Manager
+	uid     string
+	opts    SubscribeOptions
+	fields  []string
+	h       handlers.Handler
+	done    chan struct{}
+	wake    chan struct{}
+	replica *replicaState // nil for a plain subscription
 
 	// Guarded by m.mu.
+	stopScope  func() bool
 	wireID     string
 	sentOn     *session
 	ended      bool
