@@ -28,6 +28,7 @@ const (
 	Short   Profile = "short"   // handshake, heartbeat 3 s, token TTL 15 s, auth timeout 5 s
 	Strict  Profile = "strict"  // token at the HTTP upgrade
 	Public  Profile = "public"  // unauthenticated sockets act as the Public role
+	Limited Profile = "limited" // handshake, rate limiter on: 200 messages per second per socket
 )
 
 // Settings are a server's realtime settings.
@@ -36,6 +37,9 @@ type Settings struct {
 	Heartbeat   time.Duration // WEBSOCKETS_HEARTBEAT_PERIOD; 0 when disabled
 	TokenTTL    time.Duration // ACCESS_TOKEN_TTL
 	AuthTimeout time.Duration // WEBSOCKETS_REST_AUTH_TIMEOUT
+	// RateLimit is RATE_LIMITER_POINTS per RATE_LIMITER_DURATION when
+	// RATE_LIMITER_ENABLED; the zero value when off.
+	RateLimit directustest.RateLimit
 }
 
 // profiles are the settings ci.sh starts each profile with.
@@ -44,7 +48,15 @@ var profiles = map[Profile]Settings{
 	Short:   {Mode: conn.AuthHandshake, Heartbeat: 3 * time.Second, TokenTTL: 15 * time.Second, AuthTimeout: 5 * time.Second},
 	Strict:  {Mode: conn.AuthStrict, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second},
 	Public:  {Mode: conn.AuthPublic, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second},
+	Limited: {Mode: conn.AuthHandshake, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second,
+		RateLimit: directustest.RateLimit{Points: 200, Duration: time.Second}},
 }
+
+// shortOfShort is the short profile of the embedded server under -short,
+// for the quick loop: the same scenarios with a heartbeat of 1 s and a token
+// lifetime of 11 s, still above the 10 s below which conn takes an early
+// TOKEN_EXPIRED for a sign of trouble and backs off.
+var shortOfShort = Settings{Mode: conn.AuthHandshake, Heartbeat: time.Second, TokenTTL: 11 * time.Second, AuthTimeout: 5 * time.Second}
 
 // Credentials of the seeded model. Empty fields are unknown: scenarios
 // that need them skip.
@@ -137,11 +149,15 @@ func (e *embedded) Server(t testing.TB, p Profile) Server {
 	if !ok {
 		t.Fatalf("unknown profile %q", p)
 	}
+	if p == Short && testing.Short() {
+		set = shortOfShort
+	}
 	srv := directustest.NewServer(&directustest.Options{
 		AuthMode:        directustest.AuthMode(set.Mode),
 		AuthTimeout:     set.AuthTimeout,
 		HeartbeatPeriod: set.Heartbeat,
 		AccessTokenTTL:  set.TokenTTL,
+		RateLimit:       set.RateLimit,
 		GraphQL:         true, // on by default in Directus
 	})
 	e.t.Cleanup(srv.Close)
@@ -191,7 +207,7 @@ var (
 func loadRealEnv() realEnv {
 	realOnce.Do(func() {
 		e := realEnv{urls: map[Profile]string{}, require: os.Getenv("REQUIRE_DIRECTUS") == "1"}
-		for _, p := range []Profile{Default, Short, Strict, Public} {
+		for _, p := range []Profile{Default, Short, Strict, Public, Limited} {
 			if u := strings.TrimSpace(os.Getenv("DIRECTUS_URL_" + strings.ToUpper(string(p)))); u != "" {
 				e.urls[p] = strings.TrimRight(u, "/")
 			}
@@ -295,6 +311,7 @@ func (r *realDirectus) probeLocked() error {
 		// Not observable from outside: the value ci.sh sets, which is also
 		// the Directus default for every profile but short.
 		set.AuthTimeout = want.AuthTimeout
+		set.RateLimit = want.RateLimit
 		realServers[p] = newRealServer(p, base, set)
 		return nil
 	}

@@ -29,6 +29,10 @@ import (
 // reconciles brought forward (at 0.2, 0.6, 1.4 and 3.0 s).
 var stormBackoff = conn.Backoff{Initial: 200 * time.Millisecond, Max: time.Minute, Jitter: -1}
 
+// stormWindow is how long each storm scenario watches its client. The
+// scenarios run in parallel (each has its own server), so the package waits
+// one window rather than four; the CPU bound of each holds for all of them
+// together.
 const stormWindow = 3 * time.Second
 
 // frameCounter counts what clients send to a directustest server.
@@ -120,6 +124,7 @@ func (e *errorsOf) count(target error) int {
 // §5.2). Every reconcile is refused; they come at the backoff's pace, the
 // replica is empty and failing with ErrRefused, reported once.
 func TestStormItemDeleted(t *testing.T) {
+	t.Parallel() // each watches its own server for a 3 s window
 	srv, m, fc := stormSetup(t, directustest.AdminToken)
 	rows, _ := srv.Create("posts", map[string]any{"title": "doomed"})
 	id := rows[0]["id"].(int64)
@@ -153,6 +158,7 @@ func TestStormItemDeleted(t *testing.T) {
 // frame, every reconcile is refused. Reconciles come at the backoff's pace;
 // when the permission comes back the replica recovers.
 func TestStormPermissionRevoked(t *testing.T) {
+	t.Parallel() // each watches its own server for a 3 s window
 	srv, m, fc := stormSetup(t, directustest.ReaderToken)
 	var reported errorsOf
 	c := newPosts(store.Options[int64, Post]{ReconcileInterval: time.Hour, Retry: stormBackoff, OnError: reported.on})
@@ -205,6 +211,7 @@ func TestStormPermissionRevoked(t *testing.T) {
 // later (schema drift) keeps its rows, fails with ErrUndecodable, and
 // re-reads at the backoff's pace.
 func TestStormUndecodableRows(t *testing.T) {
+	t.Parallel() // each watches its own server for a 3 s window
 	srv, m, fc := stormSetup(t, directustest.AdminToken)
 	if _, err := srv.Create("tags", map[string]any{"name": "a"}); err != nil {
 		t.Fatal(err)
@@ -251,6 +258,7 @@ func TestStormUndecodableRows(t *testing.T) {
 // the rows and then an error event for the subscription: the error events
 // coalesce into one reconcile per backoff step.
 func TestStormErrorEventAfterEveryInit(t *testing.T) {
+	t.Parallel() // each watches its own server for a 3 s window
 	var reads atomic.Int64
 	srv := hostile.New(t, nil, func(ctx context.Context, hc *hostile.Conn) {
 		if hc.AcceptAuth(ctx) != nil {

@@ -38,7 +38,7 @@ func TestRun(t *testing.T) {
 		`msg="read after the event" id=1 result=miss title="second version"`,
 		`msg="read again" id=1 result=hit title="second version"`,
 		`msg="invalidated by the delete event" id=1`,
-		`msg="read after the delete" id=1 result=error`,
+		`msg="read after the delete" id=1 result=gone`,
 	}
 	at := 0
 	for _, step := range steps {
@@ -51,6 +51,12 @@ func TestRun(t *testing.T) {
 	m := regexp.MustCompile(`msg=cache reads=(\d+) hits=(\d+) misses=(\d+) writes=(\d+) invalidations=(\d+) stale_reads=(\d+)`).FindStringSubmatch(text)
 	if m == nil || m[2] == "0" || m[3] == "0" || m[4] == "0" || m[6] != "0" {
 		t.Fatalf("cache summary %q:\n%s", m, text)
+	}
+	if !strings.Contains(text[at:], `msg="ok: no read after an invalidation saw an older value"`) {
+		t.Fatalf("no final ok line:\n%s", text)
+	}
+	if strings.Contains(text, "result=error") {
+		t.Fatalf("an expected answer is logged as an error:\n%s", text)
 	}
 }
 

@@ -231,10 +231,17 @@ func run(ctx context.Context, cfg config, stdout io.Writer) error {
 		}
 	}
 
-	// Leaving the app: only Close (or Unsubscribe by uid) ends a persistent
-	// subscription.
-	log.Info("done", "notifications", sent, "delivered", count.Load(),
-		"page_subscriptions_ended", m.UnsubscribeAll(), "active", activeUIDs(m))
+	// Every notification was awaited above, so the counts agree; say so in
+	// words, and fail if they ever do not.
+	if got := count.Load(); got != int64(sent) {
+		return fmt.Errorf("%d notifications created, %d delivered", sent, got)
+	}
+	log.Info("ok: every notification delivered", "created", sent, "delivered", sent, "lost", 0)
+
+	// Leaving the app: UnsubscribeAll ends the last page's subscriptions;
+	// only Close (or Unsubscribe by uid) ends the persistent one.
+	ended := m.UnsubscribeAll()
+	log.Info("left the app", "page_subscriptions_unsubscribed", ended, "still_active", activeUIDs(m))
 	return nil
 }
 

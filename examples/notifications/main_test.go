@@ -54,7 +54,8 @@ func TestRun(t *testing.T) {
 	for _, want := range []string{
 		`msg="notifications restored after a reconnect"`,
 		`msg=notification subject="after the restart"`,
-		`msg=done notifications=7 delivered=7 page_subscriptions_ended=2 active=[global-notifications]`,
+		`msg="ok: every notification delivered" created=7 delivered=7 lost=0`,
+		`msg="left the app" page_subscriptions_unsubscribed=2 still_active=[global-notifications]`,
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %s:\n%s", want, out.String())
@@ -78,7 +79,7 @@ func TestRemote(t *testing.T) {
 	if n := len(srv.Items("alerts")); n != 3 {
 		t.Fatalf("%d alerts on the server, want 3", n)
 	}
-	if !strings.Contains(out.String(), "msg=done notifications=3 delivered=3") {
+	if !strings.Contains(out.String(), `msg="ok: every notification delivered" created=3 delivered=3 lost=0`) {
 		t.Fatalf("output:\n%s", out.String())
 	}
 }
