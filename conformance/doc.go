@@ -31,7 +31,7 @@
 //	                                                                 TestRestartDuringWrites, TestSoak; over /graphql:
 //	                                                                 TestGraphQLAuth, TestGraphQLLimits, TestGraphQLEvents,
 //	                                                                 TestGraphQLWire, TestGraphQLReplicaRestart
-//	short    handshake, heartbeat 3 s, ACCESS_TOKEN_TTL 15s,          TestTokenExpiry, TestHeartbeat
+//	short    handshake, heartbeat 3 s, ACCESS_TOKEN_TTL 15s,          TestTokenExpiry, TestHeartbeat, TestGraphQLTokenLifetime
 //	         auth timeout 5 s
 //	strict   strict auth (token at the HTTP upgrade)                 TestStrictMode
 //	public   public auth (unauthenticated sockets are the Public role) TestPublicMode
