@@ -44,7 +44,9 @@
 // then the buffered and live events, so that a store.Collection fed by its
 // Handle method works unchanged; the same happens after every reconnect
 // (the init then has Resync set), and on ReconcileInterval, which also
-// corrects rows that left the identity's permissions. Because graphql-ws
+// corrects rows that left the identity's permissions. Manager.Source is the
+// same replica as a store.Source, for coll.Follow(ctx, m.Source(opts)).
+// Because graphql-ws
 // acknowledges no subscribe, a write made while the server is still
 // setting a (re)sent subscription up may emit its event before the
 // subscription listens: a snapshot read after it contains the write, but
