@@ -2,6 +2,7 @@ package graphql_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -327,4 +328,42 @@ func TestCloseFromCallbacks(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("Close from OnStateChange did not return")
 	}
+}
+
+// A refresh token is exchanged over REST (/auth/refresh) for the access
+// token of each session; it rotates, and the newest one is used.
+func TestRefreshTokenAuth(t *testing.T) {
+	s := newServer(t, &directustest.Options{AccessTokenTTL: time.Second})
+	resp, err := s.Client().Post(s.URL()+"/auth/login", "application/json",
+		strings.NewReader(`{"email":"`+directustest.AdminEmail+`","password":"`+directustest.AdminPassword+`","mode":"json"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var login struct {
+		Data struct {
+			RefreshToken string `json:"refresh_token"`
+		} `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&login)
+	resp.Body.Close()
+	if err != nil || login.Data.RefreshToken == "" {
+		t.Fatalf("login: %v %+v", err, login)
+	}
+	m := newManager(t, s, conn.Auth{RefreshToken: login.Data.RefreshToken})
+	connect(t, m)
+	states := m.WatchState(t.Context())
+	// The access token lives 1 s (less than the renewal margin): every
+	// session refreshes, with the rotated refresh token.
+	for range 3 {
+		s.DropConnections()
+		waitState(t, states, conn.StateConnected)
+	}
+	rec := newRecorder()
+	if _, err := m.Subscribe(context.Background(), graphql.SubscribeOptions{Collection: "posts", Query: fields("title")}, rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create("posts", map[string]any{"title": "refreshed"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, 1)
 }
