@@ -410,3 +410,34 @@ func (m *Manager) Close() error {
 	}
 	return err
 }
+
+var errReconnectAsked = errors.New("directus graphql: Reconnect")
+
+// Reconnect replaces the current session, as a drop would (the
+// subscriptions are restored, replicas resynced), and returns once the new
+// session is Connected, or with ctx's error, or protocol.ErrClosed.
+func (m *Manager) Reconnect(ctx context.Context) error {
+	m.mu.Lock()
+	old := m.sess
+	m.mu.Unlock()
+	if old != nil {
+		old.fail(errReconnectAsked)
+		_ = old.ws.CloseNow()
+	}
+	for {
+		m.mu.Lock()
+		st, sess, ch, closed := m.state, m.sess, m.stateCh, m.closed
+		m.mu.Unlock()
+		if closed || st == conn.StateClosed {
+			return protocol.ErrClosed
+		}
+		if st == conn.StateConnected && sess != nil && sess != old {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

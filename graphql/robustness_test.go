@@ -367,3 +367,31 @@ func TestRefreshTokenAuth(t *testing.T) {
 	}
 	rec.wait(t, 1)
 }
+
+// Reconnect replaces the session and restores the subscriptions.
+func TestReconnect(t *testing.T) {
+	s := newServer(t, nil)
+	m := newManager(t, s, conn.Auth{Token: directustest.AdminToken})
+	connect(t, m)
+	rec := newRecorder()
+	if _, err := m.Subscribe(context.Background(), graphql.SubscribeOptions{Collection: "posts", Query: fields("title"), Persistent: true}, rec); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Reconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create("posts", map[string]any{"title": "after Reconnect"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := eventStrings(rec.wait(t, 1)); got[0] != `create [{"title":"after Reconnect"}]` {
+		t.Fatalf("got %q", got)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reconnect(ctx); !errors.Is(err, protocol.ErrClosed) {
+		t.Fatalf("Reconnect after Close: %v", err)
+	}
+}
