@@ -244,6 +244,9 @@ func TestGraphQLTokenLifetime(t *testing.T) { run(t, scenarioGraphQLTokenLifetim
 // authenticated with a JWT keeps its identity past the token's exp, and
 // its subscriptions keep delivering, without a reconnect.
 func scenarioGraphQLTokenLifetime(t *testing.T, tg Target) {
+	if testing.Short() {
+		t.Skip("-short: waits out a token lifetime (15 s)")
+	}
 	ctx := scenarioCtx(t)
 	srv := tg.Server(t, Short)
 	cr := tg.Creds()
