@@ -429,7 +429,7 @@ type post struct {
 	Views  any     `json:"views"`
 }
 
-func newReplica(t *testing.T) *store.Collection[int, post] {
+func newReplica(t testing.TB) *store.Collection[int, post] {
 	t.Helper()
 	c, err := store.New(store.Options[int, post]{Key: func(p post) int { return p.ID }})
 	if err != nil {

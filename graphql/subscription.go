@@ -146,6 +146,11 @@ func (s *Subscription) pushLocked(ev handlers.Event, size int64) {
 	} else {
 		s.q.Push(ev, size)
 	}
+	s.wakeLocked()
+}
+
+// wakeLocked tells the handler goroutine that events are queued.
+func (s *Subscription) wakeLocked() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
