@@ -139,9 +139,12 @@ type Manager struct {
 	servers   map[string]*serverSub       // by subscription spec
 	wire      map[protocol.UID]*serverSub // by the uid of the current subscribe frame
 	limited   *time.Timer                 // checks subscribes the rate limiter may have dropped
+	limitedAt time.Time                   // the last REQUESTS_EXCEEDED
 	outbox    []outFrame                  // frames for the sender (outbox.go)
 	sending   bool                        // a sender goroutine runs
 	progress  time.Time                   // when a subscribe or resync read was last answered
+	handoffs  uint64                      // subscribes handed to a session so far, numbering them
+	answered  uint64                      // the highest handoff number of an answered subscribe
 	wireSeq   uint64
 	autoSeq   uint64
 	createSeq uint64

@@ -68,6 +68,8 @@ func (m *Manager) sendOutbox() {
 				m.mu.Lock()
 				if f.ss.attempt == f.try {
 					f.ss.sentAt = time.Now() // its init timeout counts from here
+					m.handoffs++
+					f.ss.handoff = m.handoffs
 				}
 				m.mu.Unlock()
 			}

@@ -32,6 +32,7 @@ type serverSub struct {
 	awaiting bool          // subscribe sent on the current session, init not received
 	sentAt   time.Time     // when the session took the awaited subscribe; zero before
 	wait     time.Duration // the init timeout of the current attempt
+	handoff  uint64        // the attempt's place among the subscribes handed to sessions
 	attempt  uint64
 	timeouts int // consecutive attempts without init in time, for the backoff
 	timer    *time.Timer
