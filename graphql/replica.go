@@ -194,7 +194,7 @@ func (r *replicaState) event(ev handlers.Event) {
 	}
 	if r.buffering {
 		size := int64(len(ev.Data))
-		if r.bufBytes+size > s.m.s.QueueBytes && len(r.buffer) > 0 {
+		if r.bufBytes+size > s.queueBytes && len(r.buffer) > 0 {
 			// More changed while the snapshot was read than a queue
 			// holds: read again, later.
 			r.startLocked()

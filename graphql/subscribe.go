@@ -147,14 +147,15 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, fields [
 		qb = m.s.QueueBytes
 	}
 	sub := &Subscription{
-		m:       m,
-		opts:    opts,
-		fields:  fields,
-		h:       h,
-		done:    make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		q:       queue.New[handlers.Event](qs, qb),
-		replica: rep,
+		m:          m,
+		opts:       opts,
+		fields:     fields,
+		h:          h,
+		done:       make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		q:          queue.New[handlers.Event](qs, qb),
+		queueBytes: qb,
+		replica:    rep,
 	}
 	if rep != nil {
 		rep.sub = sub

@@ -30,7 +30,8 @@ type Subscription struct {
 	ended      bool
 	err        error
 	q          *queue.Queue[handlers.Event]
-	overflowed bool // reported once per episode
+	queueBytes int64 // the queue's byte bound, also the bound of a replica's buffer
+	overflowed bool  // reported once per episode
 }
 
 // UID returns the subscription's local uid.
