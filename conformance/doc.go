@@ -41,9 +41,10 @@
 //
 // # Environment
 //
-// scripts/directus/ci.sh starts the four profiles on ports 8055-8058 and
+// scripts/directus/ci.sh starts the five profiles on ports 8055-8059 and
 // writes an env file with DIRECTUS_URL_DEFAULT, DIRECTUS_URL_SHORT,
-// DIRECTUS_URL_STRICT, DIRECTUS_URL_PUBLIC, DIRECTUS_ADMIN_TOKEN,
+// DIRECTUS_URL_STRICT, DIRECTUS_URL_PUBLIC, DIRECTUS_URL_LIMITED (the rate
+// limiter on: 200 messages per second), DIRECTUS_ADMIN_TOKEN,
 // DIRECTUS_READER_TOKEN, DIRECTUS_ADMIN_EMAIL and DIRECTUS_ADMIN_PASSWORD:
 //
 //	env_file=$(scripts/directus/ci.sh) && . "$env_file" &&

@@ -73,6 +73,9 @@ type clientOpts struct {
 	OnRefreshToken func(string)
 	// QueueSize of the manager; 0 means the default.
 	QueueSize int
+	// SendRate and SendBurst of the conn; 0 means no pacing.
+	SendRate  float64
+	SendBurst int
 }
 
 // newClient builds a manager for srv with auth; the auth mode defaults to
@@ -93,6 +96,8 @@ func newClient(t testing.TB, srv Server, auth conn.Auth, o clientOpts) *client {
 		HTTPClient:   c.wire.HTTPClient(),
 		PingInterval: o.PingInterval,
 		PingTimeout:  o.PingTimeout,
+		SendRate:     o.SendRate,
+		SendBurst:    o.SendBurst,
 		// Reconnect soon after a restart: the default backoff grows to 30 s.
 		Backoff:        conn.Backoff{Initial: 200 * time.Millisecond, Max: 2 * time.Second},
 		Logger:         logger(t),

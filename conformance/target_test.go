@@ -28,6 +28,7 @@ const (
 	Short   Profile = "short"   // handshake, heartbeat 3 s, token TTL 15 s, auth timeout 5 s
 	Strict  Profile = "strict"  // token at the HTTP upgrade
 	Public  Profile = "public"  // unauthenticated sockets act as the Public role
+	Limited Profile = "limited" // handshake, rate limiter on: 200 messages per second per socket
 )
 
 // Settings are a server's realtime settings.
@@ -36,6 +37,9 @@ type Settings struct {
 	Heartbeat   time.Duration // WEBSOCKETS_HEARTBEAT_PERIOD; 0 when disabled
 	TokenTTL    time.Duration // ACCESS_TOKEN_TTL
 	AuthTimeout time.Duration // WEBSOCKETS_REST_AUTH_TIMEOUT
+	// RateLimit is RATE_LIMITER_POINTS per RATE_LIMITER_DURATION when
+	// RATE_LIMITER_ENABLED; the zero value when off.
+	RateLimit directustest.RateLimit
 }
 
 // profiles are the settings ci.sh starts each profile with.
@@ -44,6 +48,8 @@ var profiles = map[Profile]Settings{
 	Short:   {Mode: conn.AuthHandshake, Heartbeat: 3 * time.Second, TokenTTL: 15 * time.Second, AuthTimeout: 5 * time.Second},
 	Strict:  {Mode: conn.AuthStrict, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second},
 	Public:  {Mode: conn.AuthPublic, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second},
+	Limited: {Mode: conn.AuthHandshake, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second,
+		RateLimit: directustest.RateLimit{Points: 200, Duration: time.Second}},
 }
 
 // shortOfShort is the short profile of the embedded server under -short,
@@ -151,6 +157,7 @@ func (e *embedded) Server(t testing.TB, p Profile) Server {
 		AuthTimeout:     set.AuthTimeout,
 		HeartbeatPeriod: set.Heartbeat,
 		AccessTokenTTL:  set.TokenTTL,
+		RateLimit:       set.RateLimit,
 	})
 	e.t.Cleanup(srv.Close)
 	s := &embeddedServer{p: p, srv: srv, set: set, rest: newREST(srv.URL(), directustest.AdminToken)}
@@ -199,7 +206,7 @@ var (
 func loadRealEnv() realEnv {
 	realOnce.Do(func() {
 		e := realEnv{urls: map[Profile]string{}, require: os.Getenv("REQUIRE_DIRECTUS") == "1"}
-		for _, p := range []Profile{Default, Short, Strict, Public} {
+		for _, p := range []Profile{Default, Short, Strict, Public, Limited} {
 			if u := strings.TrimSpace(os.Getenv("DIRECTUS_URL_" + strings.ToUpper(string(p)))); u != "" {
 				e.urls[p] = strings.TrimRight(u, "/")
 			}
@@ -303,6 +310,7 @@ func (r *realDirectus) probeLocked() error {
 		// Not observable from outside: the value ci.sh sets, which is also
 		// the Directus default for every profile but short.
 		set.AuthTimeout = want.AuthTimeout
+		set.RateLimit = want.RateLimit
 		realServers[p] = newRealServer(p, base, set)
 		return nil
 	}

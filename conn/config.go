@@ -2,6 +2,7 @@ package conn
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -121,6 +122,21 @@ type Config struct {
 	// gets ready (0 means DefaultMaxHeldBytes).
 	MaxHeldBytes int64
 
+	// SendRate paces the frames each session sends, in frames per second,
+	// with bursts of at most SendBurst frames (0 means 1). 0, the default,
+	// does not pace. Directus's rate limiter (RATE_LIMITER_ENABLED) counts
+	// every frame a socket sends, pongs and auth included, against
+	// RATE_LIMITER_POINTS per RATE_LIMITER_DURATION seconds, drops the
+	// frames beyond them with REQUESTS_EXCEEDED and keeps the socket open;
+	// a window of that duration sees at most SendBurst + SendRate×duration
+	// frames from a session, so keep that under the points (e.g. 90% of
+	// points/duration and a small burst) and the limiter never drops one.
+	// Frames it drops anyway are handled: the writer pauses for the time
+	// the server names, requests that may have been dropped are resent
+	// (RateLimitedError), and the manager resubscribes what got no init.
+	SendRate  float64
+	SendBurst int
+
 	// CloseTimeout bounds how long Close waits for callbacks still running
 	// (0 means DefaultCloseTimeout). Callbacks still running then are
 	// abandoned: their goroutine ends when they return, and nothing else is
@@ -198,6 +214,9 @@ func (c *Config) withDefaults() Config {
 	if d.MaxHeldBytes <= 0 {
 		d.MaxHeldBytes = DefaultMaxHeldBytes
 	}
+	if d.SendBurst == 0 {
+		d.SendBurst = 1
+	}
 	setDuration(&d.CloseTimeout, DefaultCloseTimeout)
 	d.Backoff = d.Backoff.withDefaults()
 	if d.Logger == nil {
@@ -226,6 +245,12 @@ func (c *Config) validate() (*url.URL, error) {
 	}
 	if err := c.Backoff.Validate("Backoff"); err != nil {
 		return nil, err
+	}
+	if c.SendRate < 0 || math.IsNaN(c.SendRate) || math.IsInf(c.SendRate, 0) {
+		return nil, &protocol.ConfigError{Field: "SendRate", Reason: "must be a finite number of frames per second, 0 for no pacing"}
+	}
+	if c.SendBurst < 0 {
+		return nil, &protocol.ConfigError{Field: "SendBurst", Reason: "negative"}
 	}
 	for _, d := range []struct {
 		name string

@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/e41af43e/directus-realtime/internal/goid"
 	"github.com/e41af43e/directus-realtime/protocol"
+	"golang.org/x/time/rate"
 )
 
 // Session is one physical WebSocket connection of a Conn. A Conn replaces its
@@ -38,6 +39,9 @@ type Session struct {
 
 	out    chan []byte // frames for the writer
 	urgent chan []byte // pongs answering server pings, written first
+	// pace holds the writer to Config.SendRate; nil when not paced. One per
+	// session: the server counts per socket.
+	pace *rate.Limiter
 
 	mu         sync.Mutex
 	pending    map[protocol.UID]*pendingRequest
@@ -115,6 +119,9 @@ func newSession(c *Conn, id uint64, ws *websocket.Conn, raw *rawConn) *Session {
 		pending:    make(map[protocol.UID]*pendingRequest),
 		holding:    true,
 		expiredSig: make(chan struct{}, 1),
+	}
+	if c.cfg.SendRate > 0 {
+		s.pace = rate.NewLimiter(rate.Limit(c.cfg.SendRate), c.cfg.SendBurst)
 	}
 	s.lastRecv.Store(time.Now().UnixNano())
 	if c.cfg.ReadLimit < 0 {
@@ -578,6 +585,9 @@ func (s *Session) writeLoop() {
 		}
 		if !s.waitPause() {
 			return
+		}
+		if s.pace != nil && s.pace.Wait(s.ctx) != nil {
+			return // the session ended
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, s.c.cfg.WriteTimeout)
 		err := s.ws.Write(ctx, websocket.MessageText, b)

@@ -32,6 +32,8 @@ type wsConn struct {
 
 	// s.mu
 	state       connState
+	limitWindow time.Time // when the rate limiter's window opened
+	limitUsed   int       // frames counted in it
 	ident       identity
 	authTimer   *stimer // handshake timeout, or re-auth timeout after TOKEN_EXPIRED
 	expiryTimer *stimer

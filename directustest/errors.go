@@ -14,6 +14,7 @@ const (
 	codeInvalidCredentials = "INVALID_CREDENTIALS"
 	codeRecordNotUnique    = "RECORD_NOT_UNIQUE"
 	codeRouteNotFound      = "ROUTE_NOT_FOUND"
+	codeRequestsExceeded   = "REQUESTS_EXCEEDED"
 )
 
 // Messages observed on Directus 12.4.1 (docs/PROTOCOL.md §9).

@@ -183,7 +183,9 @@ func (s *Server) deliverLocked(sub *subscription, c *collection, action string, 
 		if len(rows) == 0 {
 			return // no frame at all for rows that do not match (R2, R4)
 		}
-		if len(rows) == 1 {
+		if cq.aggregated() {
+			data = cq.appendRows(nil, c, rows) // the aggregate of the changed rows alone
+		} else if len(rows) == 1 {
 			enc := cache.row(cq, c, rows[0])
 			data = make([]byte, 0, len(enc)+2)
 			data = append(append(append(data, '['), enc...), ']')

@@ -28,6 +28,9 @@ func (s *Server) handleFrame(c *wsConn, data []byte) {
 		s.handleHandshakeLocked(c, m, perr)
 		return
 	}
+	if s.rateLimitedLocked(c) {
+		return
+	}
 	if perr != nil {
 		// Invalid frames get a "server" error without uid, and do not count
 		// as a heartbeat answer.

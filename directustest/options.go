@@ -69,6 +69,9 @@ type Options struct {
 	// AccessTokenTTL is ACCESS_TOKEN_TTL, the lifetime of the JWTs issued by
 	// login and refresh (REST and WebSocket). Default 15m.
 	AccessTokenTTL time.Duration
+	// RateLimit is RATE_LIMITER_ENABLED with RATE_LIMITER_POINTS and
+	// RATE_LIMITER_DURATION for WebSocket frames; the zero value is off.
+	RateLimit RateLimit
 	// ConnLimit is WEBSOCKETS_REST_CONN_LIMIT. 0 means unlimited; when
 	// ConnLimit sockets are open further upgrades get HTTP 403.
 	ConnLimit int

@@ -19,11 +19,12 @@ type queryParams struct {
 	offset    int
 	page      int
 	meta      []string // subset of "total_count", "filter_count", in that order
+	aggregate []aggregateSpec
+	groupBy   []string
 }
 
 // parseQuery validates a query object (already decoded and normalised).
-// Unsupported keys (deep, search, aggregate, groupBy, alias, ...) are
-// ignored.
+// Unsupported keys (deep, search, alias, ...) are ignored.
 func parseQuery(q map[string]any) (*queryParams, *dxError) {
 	p := &queryParams{}
 	if q == nil {
@@ -81,6 +82,20 @@ func parseQuery(q map[string]any) (*queryParams, *dxError) {
 			return nil, err
 		}
 		p.page = n
+	}
+	if v, ok := q["aggregate"]; ok && v != nil {
+		a, err := parseAggregate(v)
+		if err != nil {
+			return nil, err
+		}
+		p.aggregate = a
+	}
+	if v, ok := q["groupBy"]; ok && v != nil {
+		g, err := stringList(v, "groupBy")
+		if err != nil {
+			return nil, err
+		}
+		p.groupBy = g
 	}
 	if v, ok := q["meta"]; ok && v != nil {
 		names, err := stringList(v, "meta")
@@ -156,6 +171,8 @@ type compiledQuery struct {
 	allFields bool // every field in schema order: the row encoding cache applies
 	filter    *filterExpr
 	sort      []sortKey
+	aggIdx    [][]int // per p.aggregate entry, the fields' indexes (-1 for "*")
+	groupIdx  []int
 }
 
 type sortKey struct {
@@ -222,6 +239,9 @@ func compileQuery(c *collection, p *queryParams) (*compiledQuery, *dxError) {
 		}
 		cq.sort = append(cq.sort, sortKey{idx: idx, desc: desc})
 	}
+	if err := cq.compileAggregate(c); err != nil {
+		return nil, err
+	}
 	return cq, nil
 }
 
@@ -275,6 +295,15 @@ func (cq *compiledQuery) window(rows []*row, defaultLimit int) []*row {
 // readByQuery is ItemsService.readByQuery: filter, sort, offset, limit.
 func (c *collection) readByQuery(cq *compiledQuery, defaultLimit int) []*row {
 	var out []*row
+	if cq.aggregated() {
+		// The limit applies to the groups (appendAggregate).
+		for _, r := range c.sorted {
+			if cq.matches(r) {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
 	if cq.filter == nil && len(cq.sort) == 0 {
 		// Fast path: a window of the sorted rows.
 		return cq.window(c.sorted, defaultLimit)
@@ -304,6 +333,9 @@ func (c *collection) readMany(keys []any, cq *compiledQuery) []*row {
 		}
 	}
 	slices.SortFunc(out, c.keyLess)
+	if cq.aggregated() {
+		return out // the limit applies to the groups
+	}
 	cq.order(out)
 	return cq.window(out, len(keys))
 }
@@ -342,6 +374,9 @@ func (cq *compiledQuery) appendFields(b []byte, c *collection, r *row) []byte {
 }
 
 func (cq *compiledQuery) appendRows(b []byte, c *collection, rows []*row) []byte {
+	if cq.aggregated() {
+		return cq.appendAggregate(b, c, rows)
+	}
 	b = append(b, '[')
 	for i, r := range rows {
 		if i > 0 {

@@ -8,7 +8,8 @@ import (
 )
 
 // restQuery turns the query string into a Directus query object: fields,
-// sort, limit, offset, page, meta, and filter as JSON or in bracket syntax
+// sort, limit, offset, page, meta, groupBy, aggregate in bracket syntax
+// (aggregate[count]=*), and filter as JSON or in bracket syntax
 // (filter[status][_eq]=published).
 func restQuery(values url.Values) map[string]any {
 	q := map[string]any{}
@@ -26,6 +27,22 @@ func restQuery(values url.Values) map[string]any {
 	}
 	if f := list("sort"); f != nil {
 		q["sort"] = f
+	}
+	if f := list("groupBy"); f != nil {
+		q["groupBy"] = f
+	}
+	// aggregate[count]=* and aggregate[sum]=views,likes
+	for k, vs := range values {
+		fn, ok := strings.CutPrefix(k, "aggregate[")
+		if !ok || !strings.HasSuffix(fn, "]") || len(vs) == 0 {
+			continue
+		}
+		agg, _ := q["aggregate"].(map[string]any)
+		if agg == nil {
+			agg = map[string]any{}
+			q["aggregate"] = agg
+		}
+		agg[strings.TrimSuffix(fn, "]")] = vs[0]
 	}
 	for _, k := range []string{"limit", "offset", "page", "meta", "filter"} {
 		if v := values.Get(k); v != "" {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,6 +50,8 @@ type Server struct {
 	faults   faults    // outbound fault controls, own lock
 	accounts *accounts // identities and permissions, own lock
 	closeCh  chan struct{}
+
+	rateLimitDrops atomic.Int64 // frames the rate limiter dropped
 
 	// mu guards the fields below. One lock serves the data, the
 	// subscriptions and the connections on purpose: a write, the events it

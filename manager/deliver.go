@@ -171,13 +171,16 @@ func (s *Subscription) panicked(v any, stack []byte) {
 // init (replySeq 0: Directus registers the subscription after it read the
 // init, so its events are newer); those held during a resync read and read
 // from the socket before the read's reply (replySeq) precede it, the others
-// follow it.
+// follow it. A joiner's first init, read for it alone, has nothing before
+// it to update: the events that preceded the reply are in the init and are
+// dropped, so that every handler starts with its init.
 func (s *Subscription) deliverInit(ev handlers.Event, replySeq uint64) (again bool) {
 	s.dmu.Lock()
 	defer s.dmu.Unlock()
 	if s.ended {
 		return false
 	}
+	first := !s.gotInit
 	ev.Resync = s.gotInit
 	if ev.Resync {
 		s.resyncs.Add(1)
@@ -207,6 +210,9 @@ func (s *Subscription) deliverInit(ev handlers.Event, replySeq uint64) (again bo
 		s.early.Done(1)
 		if !initQueued && (replySeq == 0 || h.seq > replySeq) {
 			queueInit()
+		}
+		if !initQueued && first {
+			continue // in the init already, and a handler starts with its init
 		}
 		s.pushLocked(h.ev)
 	}

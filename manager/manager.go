@@ -139,6 +139,9 @@ type Manager struct {
 	servers   map[string]*serverSub       // by subscription spec
 	wire      map[protocol.UID]*serverSub // by the uid of the current subscribe frame
 	limited   *time.Timer                 // checks subscribes the rate limiter may have dropped
+	outbox    []outFrame                  // frames for the sender (outbox.go)
+	sending   bool                        // a sender goroutine runs
+	progress  time.Time                   // when a subscribe or resync read was last answered
 	wireSeq   uint64
 	autoSeq   uint64
 	createSeq uint64

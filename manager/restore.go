@@ -67,40 +67,55 @@ func (m *Manager) sendSubscribeLocked(ss *serverSub) {
 	ss.awaiting = true
 	msg := ss.msg
 	msg.UID = ss.wireUID
-	if !m.sendLocked(msg) {
+	ss.sentAt = time.Time{} // set by the sender when the session takes it
+	if !m.queueLocked(outFrame{v: msg, ss: ss, try: ss.attempt}) {
 		return
 	}
-	ss.sentAt = time.Now()
-	attempt := ss.attempt
 	// Each attempt that times out makes the next wait longer (the Retry
 	// backoff on top of InitTimeout): a server that never answers is not
 	// asked again every InitTimeout for ever.
-	wait := m.opts.InitTimeout
+	ss.wait = m.opts.InitTimeout
 	if ss.timeouts > 0 {
-		wait += m.opts.Retry.Delay(ss.timeouts - 1)
+		ss.wait += m.opts.Retry.Delay(ss.timeouts - 1)
 	}
-	ss.timer = time.AfterFunc(wait, func() { m.initTimedOut(ss, attempt) })
+	m.armInitTimerLocked(ss, ss.wait)
 }
 
-// sendLocked queues a frame on the current session. Sending with m.mu held
-// keeps subscribe and unsubscribe frames on the wire in registry order.
-func (m *Manager) sendLocked(v any) bool {
-	s := m.sess
-	if s == nil || s.Err() != nil {
-		return false
-	}
-	if err := s.Send(s.Context(), v); err != nil {
-		m.log.Debug("send failed; the next session restores the registry", "err", err)
-		return false
-	}
-	return true
+func (m *Manager) armInitTimerLocked(ss *serverSub, d time.Duration) {
+	attempt := ss.attempt
+	ss.timer = time.AfterFunc(d, func() { m.initTimedOut(ss, attempt) })
 }
+
+// sendLocked queues a frame on the current session, after the frames
+// queued before it (outbox.go).
+func (m *Manager) sendLocked(v any) bool {
+	return m.queueLocked(outFrame{v: v})
+}
+
+// noteProgressLocked records that the server answered a subscribe or a
+// resync read. m.mu is held.
+func (m *Manager) noteProgressLocked() { m.progress = time.Now() }
 
 // initTimedOut retries an attempt that got neither init nor error in time.
+// The time counts from when the session took the frame, and from the last
+// answer the server gave to any subscribe: a server that works through a
+// long queue of them (a restore of thousands, paced or slow) is not asked
+// again while it keeps answering, which would only lengthen its queue.
 func (m *Manager) initTimedOut(ss *serverSub, attempt uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed || ss.attempt != attempt || !ss.awaiting || m.servers[ss.key] != ss {
+		return
+	}
+	since := ss.sentAt
+	if since.IsZero() {
+		since = time.Now() // still in the outbox or the session's queue
+	}
+	if m.progress.After(since) {
+		since = m.progress
+	}
+	if left := ss.wait - time.Since(since); left > 0 {
+		m.armInitTimerLocked(ss, left)
 		return
 	}
 	ss.timeouts++

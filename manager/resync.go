@@ -94,6 +94,9 @@ func (m *Manager) readLocked(s *Subscription, seq uint64) {
 		cancel()
 		m.mu.Lock()
 		defer m.mu.Unlock()
+		if err == nil {
+			m.noteProgressLocked()
+		}
 		if m.closed || m.locals[s.uid] != s || s.ss != ss || ss.attempt != attempt || !s.currentRead(seq) {
 			return // superseded by a new subscribe attempt, or ended
 		}
@@ -103,6 +106,7 @@ func (m *Manager) readLocked(s *Subscription, seq uint64) {
 			if s.deliverInit(s.event(handlers.KindInit, reply.Data, reply.Meta, reply.Received), max(reply.Seq, 1)) {
 				go m.scheduleRecovery(s, CauseLostEarly)
 			}
+			m.recomputeIfDueLocked(s)
 		case errors.As(err, &se) && se.Type == protocol.TypeItems:
 			// Refused: the identity may not read the query any more, or
 			// the single item is gone.
@@ -157,5 +161,37 @@ func (m *Manager) resync(ctx context.Context, s *Subscription) error {
 		case <-s.done:
 		case <-sig:
 		}
+	}
+}
+
+// recomputeLocked answers an event of an aggregate subscription: the
+// event's data is the aggregate of the changed rows alone, so the whole
+// aggregate is read again and delivered as an init. One read at a time:
+// events during a read ask for one more after it, since that read may
+// have been answered before their write. m.mu is held.
+func (m *Manager) recomputeLocked(s *Subscription) {
+	s.dmu.Lock()
+	if s.failed || s.ended {
+		s.dmu.Unlock()
+		return // a refused subscription waits for its owner's resync
+	}
+	if s.await != awaitNone {
+		s.recomputeAgain = true
+		s.dmu.Unlock()
+		return
+	}
+	s.dmu.Unlock()
+	m.localResyncLocked(s, CauseAggregate)
+}
+
+// recomputeIfDueLocked starts the read that events during the last one
+// asked for. m.mu is held.
+func (m *Manager) recomputeIfDueLocked(s *Subscription) {
+	s.dmu.Lock()
+	due := s.recomputeAgain && s.await == awaitNone
+	s.recomputeAgain = false
+	s.dmu.Unlock()
+	if due {
+		m.recomputeLocked(s)
 	}
 }

@@ -75,6 +75,7 @@ func (m *Manager) routeLocked(msg *protocol.Message) (ss *serverSub, waiting []*
 		ss.awaiting = false
 		ss.timeouts = 0
 		ss.stopTimer()
+		m.noteProgressLocked()
 		for _, s := range ss.locals {
 			s.dmu.Lock()
 			wire := s.await == awaitWire || !s.gotInit
@@ -85,6 +86,13 @@ func (m *Manager) routeLocked(msg *protocol.Message) (ss *serverSub, waiting []*
 			if s.deliverInit(s.event(kind, msg.Data, msg.Meta, msg.Received), 0) {
 				go m.scheduleRecovery(s, CauseLostEarly)
 			}
+			m.recomputeIfDueLocked(s)
+		}
+		return ss, nil, ev
+	}
+	if ss.recompute {
+		for _, s := range ss.locals {
+			m.recomputeLocked(s)
 		}
 		return ss, nil, ev
 	}
@@ -115,6 +123,7 @@ func (m *Manager) routeErrorLocked(ss *serverSub, msg *protocol.Message) {
 	}
 	ss.awaiting = false
 	ss.stopTimer()
+	m.noteProgressLocked()
 	delete(m.wire, ss.wireUID)
 	ss.wireUID = ""
 	kept := ss.locals[:0]

@@ -67,6 +67,9 @@ const (
 	CauseLostEarly
 	// CauseInitTimeout: a subscribe got no init in time and was sent again.
 	CauseInitTimeout
+	// CauseAggregate: events changed the rows of an Aggregate or GroupBy
+	// subscription; the aggregate was read again.
+	CauseAggregate
 	// NumResyncCauses is the number of causes, the length of
 	// Stats.ResyncsByCause.
 	NumResyncCauses
@@ -88,6 +91,8 @@ func (c ResyncCause) String() string {
 		return "lost_early"
 	case CauseInitTimeout:
 		return "init_timeout"
+	case CauseAggregate:
+		return "aggregate"
 	}
 	return "unknown"
 }

@@ -19,14 +19,19 @@ type serverSub struct {
 	key       string
 	msg       protocol.SubscribeMessage // without uid
 	eventOnly bool
+	// recompute: the query aggregates, so events (the aggregate of the
+	// changed rows alone, docs/PROTOCOL.md §5.5) are answered by a fresh
+	// read of the whole aggregate instead of being delivered.
+	recompute bool
 	locals    []*Subscription
 
 	// wireUID is the uid of the last subscribe frame sent; each attempt
 	// gets a new one, never reused, so frames of a replaced attempt are
 	// recognised and dropped.
 	wireUID  protocol.UID
-	awaiting bool      // subscribe sent on the current session, init not received
-	sentAt   time.Time // when the awaited subscribe was sent
+	awaiting bool          // subscribe sent on the current session, init not received
+	sentAt   time.Time     // when the session took the awaited subscribe; zero before
+	wait     time.Duration // the init timeout of the current attempt
 	attempt  uint64
 	timeouts int // consecutive attempts without init in time, for the backoff
 	timer    *time.Timer
@@ -114,7 +119,7 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handle
 	ss := m.servers[key]
 	fresh := ss == nil
 	if fresh {
-		ss = &serverSub{key: key, msg: msg, eventOnly: msg.Event != ""}
+		ss = &serverSub{key: key, msg: msg, eventOnly: msg.Event != "", recompute: msg.Query.Aggregated()}
 		m.servers[key] = ss
 	}
 	ss.locals = append(ss.locals, s)
@@ -239,6 +244,9 @@ func (o SubscribeOptions) message() (protocol.SubscribeMessage, error) {
 		if _, err := json.Marshal(o.Query); err != nil {
 			return msg, &protocol.ConfigError{Field: "Query", Reason: err.Error()}
 		}
+	}
+	if o.Query.Aggregated() && (o.Event != "" || o.Item != nil) {
+		return msg, &protocol.ConfigError{Field: "Query", Reason: "an aggregate needs a subscription to the whole collection: without Event and Item, its init is what the manager reads again after each event"}
 	}
 	if o.QueueSize < 0 || o.QueueBytes < 0 {
 		return msg, &protocol.ConfigError{Field: "QueueSize", Reason: "negative"}

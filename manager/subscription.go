@@ -119,6 +119,9 @@ type Subscription struct {
 	// cause is why the awaited init was asked for.
 	cause  ResyncCause
 	failed bool
+	// recomputeAgain: an event of an aggregate subscription arrived while
+	// its init was under way, which may predate it: read once more after.
+	recomputeAgain bool
 	// stalled: the queue overflowed; events are dropped until the handler
 	// returns, then a resync is asked for (recover).
 	stalled bool

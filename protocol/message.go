@@ -62,6 +62,19 @@ const (
 
 // Query is the Directus query of a subscription or an items request.
 //
+// On an items request every parameter applies. On a subscription Directus
+// applies them differently to the init and to the events
+// (docs/PROTOCOL.md §5.5): Fields and Filter shape both (an event carries
+// the changed rows that still match the filter, with the fields asked
+// for; a row that stops matching sends nothing); Sort, Limit, Offset,
+// Page, Search and Deep shape the init only (an event carries every
+// changed row that matches the filter, inside the window or not); an
+// Aggregate or GroupBy makes the init the aggregate of the collection but
+// each event the aggregate of the changed rows alone. The manager
+// therefore never delivers such events as they are: a subscription with
+// Aggregate or GroupBy receives a fresh init, recomputed by the server,
+// after each burst of events (see manager.SubscribeOptions).
+//
 // Limit follows Directus except for 0: 0 leaves the limit out (the server then
 // applies QUERY_LIMIT_DEFAULT, 100 unless configured), -1 asks for every row.
 type Query struct {
@@ -74,6 +87,22 @@ type Query struct {
 	Page   int            `json:"page,omitempty"`
 	Meta   string         `json:"meta,omitempty"`
 	Deep   map[string]any `json:"deep,omitempty"`
+	// Aggregate maps a function (count, countDistinct, countAll, sum,
+	// sumDistinct, avg, avgDistinct, min, max) to the fields it applies to;
+	// "*" counts rows: {"count": {"*"}} answers "count": n, other functions
+	// an object by field, e.g. "sum": {"views": 42}.
+	Aggregate map[string][]string `json:"aggregate,omitempty"`
+	// GroupBy names the fields whose values form the groups of Aggregate:
+	// one row per group, with those fields and the aggregates.
+	GroupBy []string `json:"groupBy,omitempty"`
+	// Alias maps an alias to a field (or a relational path) to read it
+	// under, e.g. to read one relation twice with different Deep queries.
+	Alias map[string]string `json:"alias,omitempty"`
+}
+
+// Aggregated reports whether q asks for aggregates rather than rows.
+func (q *Query) Aggregated() bool {
+	return q != nil && (len(q.Aggregate) > 0 || len(q.GroupBy) > 0)
 }
 
 // MarshalJSON writes limit only when it is not 0.

@@ -7,7 +7,7 @@
 #      soak; the real-Directus subtests of conformance/ run in step 5 instead
 #   4. the conformance suite against a real Directus 12.4.1, installed from the npm registry on
 #      first use (cached in ~/.cache/directus-realtime, about 6 minutes cold) and started on
-#      loopback on four ports from DIRECTUS_CI_PORT_BASE (default 8055)
+#      loopback on five ports from DIRECTUS_CI_PORT_BASE (default 8055)
 #   5. a short run of every fuzz target (scripts/fuzz.sh; FUZZTIME per target, default 10s)
 # Steps 3 and 4 run go test -json, and internal/skipcheck fails the run on any skipped test that
 # scripts/skips.txt does not allow, with its reason.
@@ -57,7 +57,7 @@ if [ "${SKIP_DIRECTUS:-0}" = 1 ]; then
 else
   step "conformance against a real Directus"
   base="${DIRECTUS_CI_PORT_BASE:-8055}"
-  ports=("$base" "$((base + 1))" "$((base + 2))" "$((base + 3))") # ci.sh's four profiles
+  ports=("$base" "$((base + 1))" "$((base + 2))" "$((base + 3))" "$((base + 4))") # ci.sh's five profiles
   # Only the instances this run started are stopped: others may share the machine.
   trap 'scripts/directus/stop.sh "${ports[@]}" >/dev/null 2>&1 || true' EXIT
   env_file="$(scripts/directus/ci.sh)"

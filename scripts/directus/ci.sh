@@ -12,6 +12,7 @@
 #   short    +1  handshake auth, heartbeat 3 s, access-token TTL 15s, auth timeout 5 s
 #   strict   +2  strict auth (token required at the HTTP upgrade)
 #   public   +3  public auth (unauthenticated sockets act as the Public role)
+#   limited  +4  handshake auth, rate limiter on: 200 messages per second per socket (and per IP for REST)
 # The env file exports DIRECTUS_URL, DIRECTUS_WS_URL, the tokens and credentials for `default`,
 # and DIRECTUS_URL_<PROFILE> (e.g. DIRECTUS_URL_STRICT) for every profile started.
 set -euo pipefail
@@ -19,7 +20,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=env.sh
 . "$HERE/env.sh"
 
-PROFILES="${DIRECTUS_CI_PROFILES:-default short strict public}"
+PROFILES="${DIRECTUS_CI_PROFILES:-default short strict public limited}"
 BASE="${DIRECTUS_CI_PORT_BASE:-8055}"
 
 "$HERE/install.sh"
@@ -27,7 +28,8 @@ BASE="${DIRECTUS_CI_PORT_BASE:-8055}"
 # Clear the knobs this script sets per profile, so that the caller's environment cannot leak
 # one profile's settings into another.
 unset DIRECTUS_WS_AUTH DIRECTUS_HEARTBEAT_PERIOD DIRECTUS_ACCESS_TOKEN_TTL WEBSOCKETS_REST_AUTH_TIMEOUT \
-      WEBSOCKETS_REST_AUTH WEBSOCKETS_HEARTBEAT_PERIOD ACCESS_TOKEN_TTL DIRECTUS_DB_NAME
+      WEBSOCKETS_REST_AUTH WEBSOCKETS_HEARTBEAT_PERIOD ACCESS_TOKEN_TTL DIRECTUS_DB_NAME \
+      RATE_LIMITER_ENABLED RATE_LIMITER_POINTS RATE_LIMITER_DURATION
 
 # One env file per port base: runs with different DIRECTUS_CI_PORT_BASE do not overwrite each other's.
 CI_ENV="$DIRECTUS_HOME/ci-$BASE.env"
@@ -40,7 +42,9 @@ for profile in $PROFILES; do
                            DIRECTUS_ACCESS_TOKEN_TTL=15s WEBSOCKETS_REST_AUTH_TIMEOUT=5) ;;
     strict)  off=2; knobs=(DIRECTUS_WS_AUTH=strict) ;;
     public)  off=3; knobs=(DIRECTUS_WS_AUTH=public) ;;
-    *) die "unknown profile '$profile' (default, short, strict, public)" ;;
+    limited) off=4; knobs=(DIRECTUS_WS_AUTH=handshake RATE_LIMITER_ENABLED=true RATE_LIMITER_POINTS=200
+                           RATE_LIMITER_DURATION=1) ;;
+    *) die "unknown profile '$profile' (default, short, strict, public, limited)" ;;
   esac
   port=$(( BASE + off ))
   # The database keeps its rows between CI runs on a cached DIRECTUS_HOME: start fresh.

@@ -95,7 +95,7 @@ fi
 rm -f "$PID_FILE"
 port_open "$DIRECTUS_PORT" && die "127.0.0.1:$DIRECTUS_PORT is already in use by another process;" \
   "choose other ports: DIRECTUS_PORT for start.sh, DIRECTUS_CI_PORT_BASE for ci.sh and scripts/test.sh" \
-  "(four consecutive ports from it, default 8055)"
+  "(five consecutive ports from it, default 8055)"
 
 # Database -----------------------------------------------------------------------------------------
 mkdir -p "$DB_DIR/uploads" "$DATA_DIR/extensions"

@@ -559,3 +559,77 @@ func BenchmarkFirehose(b *testing.B) {
 		})
 	}
 }
+
+// ---------------------------------------------------------------------------
+// Joins of identical subscriptions.
+
+// BenchmarkJoin30 measures 30 identical subscriptions joining one by one on
+// a 1,000-row collection (one op = the 30 joins). shared: the library's
+// joins, one server subscription, each newcomer's init read for it alone;
+// distinct: 30 server subscriptions (different filters), the cost of not
+// sharing. It reports the inits and init bytes delivered to handlers per
+// op (the joins must cost one init each, for the joiner, and the existing
+// subscribers none) and the subscriptions the server holds.
+func BenchmarkJoin30(b *testing.B) {
+	const joins, rows = 30, 1000
+	for _, mode := range []string{"shared", "distinct"} {
+		b.Run(mode, func(b *testing.B) {
+			ctx := context.Background()
+			srv := directustest.NewServer(&directustest.Options{HeartbeatPeriod: -1})
+			defer srv.Close()
+			for i := range rows {
+				if _, err := srv.Create("posts", map[string]any{"title": "post " + strconv.Itoa(i), "status": "published", "views": i}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			m, err := manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.AdminToken}}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			if err := m.Connect(ctx); err != nil {
+				b.Fatal(err)
+			}
+			var inits, initBytes atomic.Int64
+			h := handlers.HandlerFunc(func(ev handlers.Event) error {
+				if ev.Kind == handlers.KindInit {
+					inits.Add(1)
+					initBytes.Add(int64(len(ev.Data)))
+				}
+				return nil
+			})
+			serverSubs := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				var subs []*manager.Subscription
+				for j := range joins {
+					q := &protocol.Query{Limit: -1}
+					if mode == "distinct" {
+						q.Filter = map[string]any{"id": map[string]any{"_neq": -1 - j}}
+					}
+					s, err := m.Subscribe(ctx, manager.SubscribeOptions{Collection: "posts", Query: q, Persistent: true}, h)
+					if err != nil {
+						b.Fatal(err)
+					}
+					subs = append(subs, s)
+				}
+				b.StopTimer()
+				for _, s := range subs {
+					if err := s.Flush(ctx); err != nil {
+						b.Fatal(err)
+					}
+				}
+				serverSubs = len(srv.Subscriptions())
+				for _, s := range subs {
+					_ = s.Unsubscribe()
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(inits.Load())/float64(b.N), "inits/op")
+			b.ReportMetric(float64(initBytes.Load())/float64(b.N)/1e6, "init-MB/op")
+			b.ReportMetric(float64(serverSubs), "server-subs")
+		})
+	}
+}
