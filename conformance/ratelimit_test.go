@@ -30,7 +30,16 @@ const (
 // made and then restored after a server restart, all end active with
 // their init, none lost, and the limiter never drops a frame; unpaced,
 // what it drops is subscribed again until every one is active.
-func TestRateLimitedRestore(t *testing.T) { run(t, scenarioRateLimitedRestore) }
+func TestRateLimitedRestore(t *testing.T) {
+	if testing.Short() {
+		// The quick loop: its waits for the limiter overlap those of the
+		// other parallel scenarios (token expiry, heartbeat). It has a
+		// server of its own (the limited profile); the full run keeps it
+		// sequential, away from the timing of the real server's others.
+		t.Parallel()
+	}
+	run(t, scenarioRateLimitedRestore)
+}
 
 func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 	srv := tg.Server(t, Limited)
