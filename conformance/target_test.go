@@ -158,6 +158,7 @@ func (e *embedded) Server(t testing.TB, p Profile) Server {
 		HeartbeatPeriod: set.Heartbeat,
 		AccessTokenTTL:  set.TokenTTL,
 		RateLimit:       set.RateLimit,
+		GraphQL:         true, // on by default in Directus
 	})
 	e.t.Cleanup(srv.Close)
 	s := &embeddedServer{p: p, srv: srv, set: set, rest: newREST(srv.URL(), directustest.AdminToken)}

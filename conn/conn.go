@@ -86,6 +86,8 @@ type Conn struct {
 	// 0 while connected), for Stats and status pages.
 	retryAt atomic.Int64
 
+	stats counters // see Stats
+
 	// final is closed once StateClosed has been published, which ends
 	// every WatchState channel after it delivered that change.
 	final     chan struct{}
@@ -98,6 +100,9 @@ type Conn struct {
 	sess      *Session
 	changed   chan struct{} // closed and replaced when sess or state changes
 	lastErr   error
+	// stateSince and transitions feed Stats (c.mu).
+	stateSince  time.Time
+	transitions map[transitionKey]uint64
 }
 
 // New checks cfg and returns an idle Conn; Connect starts it.
@@ -124,6 +129,7 @@ func New(cfg *Config) (*Conn, error) {
 		first:        make(chan error, 1),
 		final:        make(chan struct{}),
 		changed:      make(chan struct{}),
+		stateSince:   time.Now(),
 	}
 	c.startCallbacks()
 	auth := d.Auth
@@ -400,6 +406,11 @@ func (c *Conn) setState(to State, err error) {
 		return
 	}
 	c.state = to
+	c.stateSince = time.Now()
+	if c.transitions == nil {
+		c.transitions = make(map[transitionKey]uint64)
+	}
+	c.transitions[transitionKey{from, to, causeOf(err)}]++
 	c.bumpLocked()
 	c.mu.Unlock()
 	sc := StateChange{From: from, To: to, Err: err}

@@ -443,6 +443,9 @@ func (s *Session) readLoop() {
 		}
 		now := time.Now()
 		s.lastRecv.Store(now.UnixNano())
+		s.c.stats.lastFrame.Store(now.UnixNano())
+		s.c.stats.framesIn.Add(1)
+		s.c.stats.bytesIn.Add(uint64(len(b)))
 		m, err := protocol.DecodeMessage(b)
 		if err != nil {
 			s.log.Warn("unusable frame", "err", err)
@@ -598,6 +601,8 @@ func (s *Session) writeLoop() {
 			}
 			return
 		}
+		s.c.stats.framesOut.Add(1)
+		s.c.stats.bytesOut.Add(uint64(len(b)))
 	}
 }
 

@@ -72,6 +72,7 @@ func (c *Conn) run() {
 				return
 			}
 			retry.failures++
+			c.stats.connectFailures.Add(1)
 			c.log.Warn("connect attempt failed", "attempt", retry.failures, "err", err)
 			c.reportFailure(&retry, fmt.Errorf("directus: connect attempt %d failed: %w", retry.failures, err))
 			if limit := c.cfg.Backoff.MaxAttempts; limit > 0 && retry.failures >= limit {
@@ -88,6 +89,10 @@ func (c *Conn) run() {
 		retry.failures = 0
 		retry.reported = "" // the run of failures ended: the next one is reported
 		c.install(s)
+		c.stats.sessions.Add(1)
+		if reason == ReasonReconnected {
+			c.stats.reconnects.Add(1)
+		}
 		c.runHook(s, reason)
 		// Connected before the held frames go out, so that whoever handles
 		// them already sees the connection up.
@@ -383,6 +388,7 @@ func (c *Conn) serve(s *Session, jwtExp time.Time, retry *retryState) (reconnect
 				return false, nil
 			}
 			jwtExp = exp
+			c.stats.reauths.Add(1)
 			c.runHook(s, ReasonReauthenticated)
 			s.release(true)
 			schedule(exp)
@@ -393,6 +399,7 @@ func (c *Conn) serve(s *Session, jwtExp time.Time, retry *retryState) (reconnect
 				s.close(err)
 				return false, nil
 			}
+			c.stats.refreshes.Add(1)
 			jwtExp = exp
 			schedule(exp)
 		}

@@ -94,6 +94,7 @@ func (s *Server) dispatchDeleteLocked(c *collection, keys []any) {
 
 // dispatchLocked delivers events (each a list of keys) of one action.
 func (s *Server) dispatchLocked(c *collection, action string, events [][]any) {
+	s.dispatchGraphQLLocked(c, action, events)
 	l := s.subs.of(c.name)
 	if l == nil || len(events) == 0 {
 		return

@@ -47,6 +47,7 @@ func (s *Server) DropConnections() {
 	for _, c := range conns {
 		<-c.gone
 	}
+	s.dropGraphQL()
 }
 
 // RefuseConnections closes the listener, so new dials get ECONNREFUSED, and
@@ -104,6 +105,7 @@ func (s *Server) Stop() {
 	for _, c := range conns {
 		<-c.gone
 	}
+	s.dropGraphQL()
 }
 
 // Start reopens the listener on the same port after Stop or during

@@ -48,6 +48,7 @@ const (
 	DefaultAccessTokenTTL  = 15 * time.Minute
 	DefaultQueryLimit      = 100
 	DefaultPath            = "/websocket"
+	DefaultGraphQLPath     = "/graphql"
 	refreshTokenTTL        = 7 * 24 * time.Hour
 	maxInboundMessage      = 64 << 20
 	restartDowntime        = 50 * time.Millisecond
@@ -81,6 +82,16 @@ type Options struct {
 	// Path is WEBSOCKETS_REST_PATH. Default "/websocket". Upgrade requests
 	// on any other path are never answered.
 	Path string
+	// GraphQL serves the GraphQL subscriptions endpoint (graphql-ws, the
+	// graphql-transport-ws subprotocol) on GraphQLPath, as
+	// WEBSOCKETS_GRAPHQL_ENABLED does (docs/PROTOCOL.md §13). Off by
+	// default here (on in Directus) so that existing tests see no change.
+	GraphQL bool
+	// GraphQLPath is WEBSOCKETS_GRAPHQL_PATH. Default "/graphql".
+	GraphQLPath string
+	// GraphQLAuthMode is WEBSOCKETS_GRAPHQL_AUTH. Default AuthHandshake:
+	// the connection_init payload must carry access_token.
+	GraphQLAuthMode AuthMode
 	// Empty starts the server without the seeded collections and without the
 	// reader user; only the admin user and its static token exist.
 	Empty bool
@@ -149,6 +160,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.Path == "" {
 		r.Path = DefaultPath
+	}
+	if r.GraphQLPath == "" {
+		r.GraphQLPath = DefaultGraphQLPath
+	}
+	if r.GraphQLAuthMode == "" {
+		r.GraphQLAuthMode = AuthHandshake
 	}
 	return r
 }

@@ -83,6 +83,9 @@ type Server struct {
 	// Subscriptions (subregistry.go, subscribe.go, events.go).
 	subs subRegistry
 
+	// The /graphql endpoint's sockets and subscriptions (graphql.go).
+	gql gqlState
+
 	handlers sync.WaitGroup // HTTP handlers, WebSocket readers and writers
 	serves   sync.WaitGroup // http.Server.Serve loops
 	timers   sync.WaitGroup // pending and running timer callbacks
@@ -202,6 +205,7 @@ func (s *Server) Close() {
 	for _, c := range conns {
 		c.abort()
 	}
+	s.dropGraphQL()
 	s.handlers.Wait()
 	s.serves.Wait()
 	s.timers.Wait()
@@ -278,6 +282,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer s.handlers.Done()
 
 	if headerHasToken(r.Header, "Upgrade", "websocket") {
+		if s.opts.GraphQL && r.URL.Path == s.opts.GraphQLPath {
+			s.handleGraphQLUpgrade(w, r, epoch)
+			return
+		}
 		if r.URL.Path != s.opts.Path {
 			s.hang(w, r, hang)
 			return

@@ -106,6 +106,8 @@ type Stats struct {
 	// ReconcileChanges counts the rows reconciles added, changed or
 	// removed: what events had missed.
 	ReconcileChanges uint64
+	// ReconcileTime is the time spent in reconciles, summed.
+	ReconcileTime time.Duration
 	// ListenerPanics counts recovered panics of listeners.
 	ListenerPanics uint64
 }
@@ -163,6 +165,7 @@ type Collection[K comparable, T any] struct {
 	inits, resyncs, events, errorEvents, staleSkipped, badRows, reconciles atomic.Uint64
 	reconcileFailures, reconcileChanges, listenerPanics                    atomic.Uint64
 	lastResyncChanges                                                      atomic.Int64
+	reconcileNanos                                                         atomic.Int64
 }
 
 // New returns an empty Collection, or a *protocol.ConfigError for options it
@@ -337,6 +340,7 @@ func (c *Collection[K, T]) Stats() Stats {
 		Errors: c.errorEvents.Load(), StaleSkipped: c.staleSkipped.Load(), BadRows: c.badRows.Load(),
 		Reconciles: c.reconciles.Load(), ReconcileFailures: c.reconcileFailures.Load(),
 		ReconcileChanges: c.reconcileChanges.Load(), ListenerPanics: c.listenerPanics.Load(),
+		ReconcileTime: time.Duration(c.reconcileNanos.Load()),
 	}
 }
 

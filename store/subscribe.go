@@ -159,7 +159,9 @@ func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 		}
 	}
 	c.reconcileChanges.Add(uint64(changes))
-	c.recordReconcile(err, changes, time.Since(start))
+	took := time.Since(start)
+	c.reconcileNanos.Add(int64(took))
+	c.recordReconcile(err, changes, took)
 	return err
 }
 
