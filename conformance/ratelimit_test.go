@@ -16,7 +16,8 @@ import (
 )
 
 // pacedSubscriptions is how many distinct subscriptions the paced restore
-// carries (a tenth with -short). The unpaced one, which spends most of its
+// carries (with -short, both carry twice the limiter's budget of one
+// window). The unpaced one, which spends most of its
 // time on frames the limiter drops, carries fewer, to keep the suite's
 // time.
 const (
@@ -29,7 +30,16 @@ const (
 // made and then restored after a server restart, all end active with
 // their init, none lost, and the limiter never drops a frame; unpaced,
 // what it drops is subscribed again until every one is active.
-func TestRateLimitedRestore(t *testing.T) { run(t, scenarioRateLimitedRestore) }
+func TestRateLimitedRestore(t *testing.T) {
+	if testing.Short() {
+		// The quick loop: its waits for the limiter overlap those of the
+		// other parallel scenarios (token expiry, heartbeat). It has a
+		// server of its own (the limited profile); the full run keeps it
+		// sequential, away from the timing of the real server's others.
+		t.Parallel()
+	}
+	run(t, scenarioRateLimitedRestore)
+}
 
 func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 	srv := tg.Server(t, Limited)
@@ -48,7 +58,10 @@ func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 				restoreSubscriptions = pacedSubscriptions
 			}
 			if testing.Short() {
-				restoreSubscriptions = max(restoreSubscriptions/10, 2*lim.Points)
+				// Twice the limiter's budget of one window: unpaced, the
+				// limiter must drop some (or the resend goes untested);
+				// paced, it must drop none although they do not fit in one.
+				restoreSubscriptions = 2 * int(lim.Points)
 			}
 			// Unpaced: no SendRate, and every subscribe in flight at once.
 			o := clientOpts{MaxInFlight: 1 << 30}

@@ -2,7 +2,9 @@
 # shellcheck source-path=SCRIPTDIR
 # What CI runs before the conformance suite: install (a no-op when cached), then start one
 # instance per server profile, each on its own port and SQLite database, and leave them running.
-# Prints the path of an env file to source; stop everything afterwards with `stop.sh --all`.
+# Prints the path of an env file to source; stop what it started afterwards with
+# `stop.sh $DIRECTUS_CI_PORTS` (the env file sets it). `stop.sh --all` would also stop the
+# instances of every other checkout that shares this DIRECTUS_HOME.
 #
 #   scripts/directus/ci.sh                        # all profiles
 #   DIRECTUS_CI_PROFILES="default strict" scripts/directus/ci.sh
@@ -34,6 +36,7 @@ unset DIRECTUS_WS_AUTH DIRECTUS_HEARTBEAT_PERIOD DIRECTUS_ACCESS_TOKEN_TTL WEBSO
 # One env file per port base: runs with different DIRECTUS_CI_PORT_BASE do not overwrite each other's.
 CI_ENV="$DIRECTUS_HOME/ci-$BASE.env"
 urls=()
+ports=()
 first_conn=""
 for profile in $PROFILES; do
   case "$profile" in
@@ -53,6 +56,7 @@ for profile in $PROFILES; do
   env "${knobs[@]}" DIRECTUS_PORT="$port" DIRECTUS_FRESH_DB=1 "$HERE/start.sh" >/dev/null
   name="$(echo "$profile" | tr '[:lower:]' '[:upper:]')"
   urls+=("DIRECTUS_URL_$name" "http://127.0.0.1:$port")
+  ports+=("$port")
   [ -n "$first_conn" ] || first_conn="$DIRECTUS_HOME/connection-$port.env"
 done
 
@@ -61,6 +65,7 @@ done
   echo "# Variables without a profile suffix describe the first profile ($(echo "$PROFILES" | cut -d' ' -f1))."
   grep '^export ' "$first_conn"
   printf 'export %s=%q\n' "${urls[@]}"
+  printf 'export DIRECTUS_CI_PORTS=%q\n' "${ports[*]}"
 } > "$CI_ENV"
 log "profiles up: $PROFILES"
 echo "$CI_ENV"

@@ -5,7 +5,7 @@
 #
 #   scripts/directus/stop.sh                 # the instance on $DIRECTUS_PORT (8055)
 #   scripts/directus/stop.sh 8056 8057       # these ports
-#   scripts/directus/stop.sh --all           # every instance of this install
+#   scripts/directus/stop.sh --all           # every instance of this install, other checkouts' too
 #   SIGNAL=KILL scripts/directus/stop.sh 8056   # kill -9 at once (crash tests)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
