@@ -153,9 +153,20 @@ func scenarioSubscriptionLifecycle(t *testing.T, tg Target) {
 		t.Fatalf("SendMessage(unsubscribe all): %v, want ErrRefused", err)
 	}
 
-	// Wait until every unsubscribe queued above was written: a ping's pong
-	// comes after them, as frames are written in order.
-	if _, err := c.Conn().Ping(ctx); err != nil {
+	// Wait until the unsubscribes queued above were written (the manager
+	// sends them from its outbox, which frames sent through the Conn may
+	// overtake), then check that nothing more went.
+	wctx, cancelWait := within(ctx, eventTimeout)
+	defer cancelWait()
+	isUnsubscribe := func(f WireFrame) bool { return f.Out && f.Type == protocol.TypeUnsubscribe }
+	for n, mark := 0, 0; n < 4; n++ {
+		i, err := c.wire.Wait(wctx, mark, isUnsubscribe)
+		if err != nil {
+			t.Fatalf("%d unsubscribes written, want 4: %v", n, err)
+		}
+		mark = i + 1
+	}
+	if _, err := c.Conn().Ping(ctx); err != nil { // and a round trip for any extra one
 		t.Fatal(err)
 	}
 	subs, unsubs := c.checkWire(t)

@@ -54,6 +54,10 @@
 //     without uid go to the Config's OnError.
 //   - An unsubscribe frame is never sent without a uid: Directus would drop
 //     every subscription of the connection.
+//   - Subscribe and unsubscribe frames reach the wire in registry order,
+//     through an outbox that never makes a caller wait for the writer, and
+//     at most Options.MaxInFlight subscribes await their answer at once.
+//     Frames sent through SendMessage, Request or Items may overtake them.
 //   - Every retry backs off: a handler that keeps falling behind or
 //     panicking, a resync read that fails, a subscribe without init in time
 //     (InitTimeout, then longer), subscribes the server's rate limiter may
