@@ -28,8 +28,10 @@
 //	default  handshake auth, Directus defaults                       TestAuthForms, TestAuthFailures, TestPermissions,
 //	                                                                 TestSubscriptionLifecycle, TestEvents, TestSingleItem,
 //	                                                                 TestFilterExit, TestQuietWrites (directustest only),
-//	                                                                 TestRestartDuringWrites, TestSoak
-//	short    handshake, heartbeat 3 s, ACCESS_TOKEN_TTL 15s,          TestTokenExpiry, TestHeartbeat
+//	                                                                 TestRestartDuringWrites, TestSoak; over /graphql:
+//	                                                                 TestGraphQLAuth, TestGraphQLLimits, TestGraphQLEvents,
+//	                                                                 TestGraphQLWire, TestGraphQLReplicaRestart
+//	short    handshake, heartbeat 3 s, ACCESS_TOKEN_TTL 15s,          TestTokenExpiry, TestHeartbeat, TestGraphQLTokenLifetime
 //	         auth timeout 5 s
 //	strict   strict auth (token at the HTTP upgrade)                 TestStrictMode
 //	public   public auth (unauthenticated sockets are the Public role) TestPublicMode

@@ -237,3 +237,61 @@ func scenarioGraphQLReplicaRestart(t *testing.T, tg Target) {
 		t.Fatalf("replica differs after Resync: %s", d)
 	}
 }
+
+func TestGraphQLTokenLifetime(t *testing.T) { run(t, scenarioGraphQLTokenLifetime) }
+
+// /graphql has no TOKEN_EXPIRED (docs/PROTOCOL.md §13.2): a socket that
+// authenticated with a JWT keeps its identity past the token's exp, and
+// its subscriptions keep delivering, without a reconnect.
+func scenarioGraphQLTokenLifetime(t *testing.T, tg Target) {
+	if testing.Short() {
+		t.Skip("-short: waits out a token lifetime (15 s)")
+	}
+	ctx := scenarioCtx(t)
+	srv := tg.Server(t, Short)
+	cr := tg.Creds()
+	if cr.AdminPassword == "" {
+		t.Skip("needs the admin's password for a JWT")
+	}
+	tok, err := srv.REST().Login(ctx, cr.AdminEmail, cr.AdminPassword)
+	must(t, err)
+	exp := jwtExp(tok.AccessToken)
+	if exp.IsZero() {
+		t.Fatal("the login's access token is not a JWT with exp")
+	}
+	m := newGraphQL(t, srv, conn.Auth{Token: tok.AccessToken})
+	states := m.WatchState(ctx)
+	cctx, cancel := within(ctx, eventTimeout)
+	defer cancel()
+	must(t, m.Connect(cctx))
+	rec := newRecorder()
+	_, err = m.Subscribe(cctx, graphql.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Fields: []string{"title"}}}, rec)
+	must(t, err)
+
+	// Let the token expire, with a margin for clock rounding (exp has
+	// one-second resolution).
+	past := time.NewTimer(time.Until(exp) + 3*time.Second)
+	defer past.Stop()
+	select {
+	case <-past.C:
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	_, err = srv.REST().CreatePost(ctx, Post{Title: "after exp"})
+	must(t, err)
+	ev := rec.expect(ctx, t, handlers.KindCreate)
+	if string(ev.Data) != `[{"title":"after exp"}]` {
+		t.Fatalf("event %s", ev.Data)
+	}
+	for {
+		select {
+		case sc := <-states:
+			if sc.To != conn.StateConnected && sc.To != conn.StateConnecting {
+				t.Fatalf("the session changed state after exp: %v", sc)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}

@@ -76,6 +76,8 @@ type clientOpts struct {
 	// SendRate and SendBurst of the conn; 0 means no pacing.
 	SendRate  float64
 	SendBurst int
+	// MaxInFlight of the manager; 0 means the default.
+	MaxInFlight int
 }
 
 // newClient builds a manager for srv with auth; the auth mode defaults to
@@ -115,7 +117,7 @@ func newClient(t testing.TB, srv Server, auth conn.Auth, o clientOpts) *client {
 			c.mu.Unlock()
 		},
 	}
-	m, err := manager.New(cfg, &manager.Options{QueueSize: o.QueueSize})
+	m, err := manager.New(cfg, &manager.Options{QueueSize: o.QueueSize, MaxInFlight: o.MaxInFlight})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,10 +63,13 @@ func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 				// paced, it must drop none although they do not fit in one.
 				restoreSubscriptions = 2 * int(lim.Points)
 			}
-			o := clientOpts{}
+			// Unpaced: no SendRate, and every subscribe in flight at once.
+			o := clientOpts{MaxInFlight: 1 << 30}
 			if paced {
-				// A window sees at most burst + rate×duration frames.
-				o.SendRate, o.SendBurst = 0.85*perSecond, lim.Points/20
+				// A window sees at most burst + rate×duration frames, and
+				// the server holds at most the default in-flight subscribes
+				// unread, however slowly it serves them.
+				o = clientOpts{SendRate: 0.85 * perSecond, SendBurst: lim.Points / 20}
 			}
 			c := connect(ctx, t, srv, conn.Auth{Token: tg.Creds().AdminToken}, o)
 			var resynced atomic.Int64

@@ -190,16 +190,28 @@ func (c *Conn) Close() error {
 		c.mu.Lock()
 		started := c.started
 		c.mu.Unlock()
+		t := time.NewTimer(c.cfg.CloseTimeout)
+		defer t.Stop()
+		deadline := t.C
+		var stuck []string
 		me := goid.Current()
 		if started && me != c.supervisorGoid.Load() && !c.onReadLoop(me) {
-			<-c.done
+			select {
+			case <-c.done:
+			case <-deadline:
+				// The supervisor is inside a callback it runs itself (the
+				// OnConnect hook, a TokenSource): it ends when that returns,
+				// and delivers nothing more.
+				stuck = append(stuck, "OnConnect or TokenSource")
+				passed := make(chan time.Time)
+				close(passed)
+				deadline = passed
+			}
 		}
 		c.setState(StateClosed, nil)
 		c.finalOnce.Do(func() { close(c.final) })
 		c.watchers.closeAll()
-		t := time.NewTimer(c.cfg.CloseTimeout)
-		defer t.Stop()
-		if abandoned := c.stopCallbacks(t.C); len(abandoned) > 0 {
+		if abandoned := append(stuck, c.stopCallbacks(deadline)...); len(abandoned) > 0 {
 			c.log.Warn("callbacks still running at close; abandoned", "callbacks", abandoned)
 			err = fmt.Errorf("%w: %s still running", ErrCloseTimeout, strings.Join(abandoned, ", "))
 		}

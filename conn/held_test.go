@@ -75,7 +75,11 @@ func TestFloodWhileHeldIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	states := c.WatchState(ctxT(t))
+	// The flood takes its time under the race detector on a loaded
+	// machine: the state watch lasts as long as the flood may.
+	watch, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	states := c.WatchState(watch)
 	if err := c.Connect(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}

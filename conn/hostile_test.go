@@ -627,3 +627,47 @@ func TestFloodDuringTheHookIsBounded(t *testing.T) {
 		t.Fatalf("heap grew by %d MiB for a hold limit of %d MiB", grown>>20, limit>>20)
 	}
 }
+
+// TestCloseBoundedWhileTheHookBlocks: Close returns after CloseTimeout
+// although the OnConnect hook never returns, says so with ErrCloseTimeout,
+// and the Conn delivers nothing once the hook finally returns.
+func TestCloseBoundedWhileTheHookBlocks(t *testing.T) {
+	srv := hostile.New(t, nil, func(ctx context.Context, c *hostile.Conn) {
+		if c.AcceptAuth(ctx) != nil {
+			return
+		}
+		_ = c.Sendf(ctx, `{"type":"subscription","event":"create","uid":"s","data":[{"id":1}]}`)
+		<-ctx.Done()
+	})
+	inHook, release := make(chan struct{}), make(chan struct{})
+	var delivered atomic.Int64
+	c, err := conn.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: "t"}, PingInterval: -1, CloseTimeout: 200 * time.Millisecond,
+		OnConnect: func(*conn.Session, conn.ConnectReason) {
+			close(inHook)
+			<-release
+		},
+		OnSubscription: func(*protocol.Message) { delivered.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.Connect(context.Background()) }()
+	<-inHook
+	start := time.Now()
+	err = c.Close()
+	took := time.Since(start)
+	if !errors.Is(err, conn.ErrCloseTimeout) || took > 5*time.Second {
+		t.Fatalf("Close returned %v after %v, want ErrCloseTimeout after about 200 ms", err, took)
+	}
+	if s := c.State(); s != conn.StateClosed {
+		t.Fatalf("state %v after Close", s)
+	}
+	close(release)
+	// The supervisor ends once the hook returns (goleak checks it) and
+	// delivers nothing: the held frame stays held.
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := delivered.Load(); n != 0 {
+		t.Fatalf("%d frames delivered after Close", n)
+	}
+}

@@ -551,6 +551,9 @@ func (s *Session) deliverSubscription(m *protocol.Message) {
 			s.mu.Unlock()
 			s.log.Warn("too many frames before the session was ready; dropping the session", "limit_bytes", limit, "in_hook", inHook)
 			s.end(&protocol.ProtocolError{Reason: fmt.Sprintf("more than %d MiB of subscription frames before the session was ready", limit>>20), Type: m.Type, Size: len(m.Data)})
+			// At once: the supervisor, which closes ended sessions, may be
+			// inside a long hook, and nobody reads the socket any more.
+			s.closeNow()
 			return
 		}
 		s.held = append(s.held, m)
@@ -592,6 +595,10 @@ func (s *Session) writeLoop() {
 		if s.pace != nil && s.pace.Wait(s.ctx) != nil {
 			return // the session ended
 		}
+		// Counted before the write returns: the server's answer can be
+		// read (and counted) before this goroutine resumes.
+		s.c.stats.framesOut.Add(1)
+		s.c.stats.bytesOut.Add(uint64(len(b)))
 		ctx, cancel := context.WithTimeout(s.ctx, s.c.cfg.WriteTimeout)
 		err := s.ws.Write(ctx, websocket.MessageText, b)
 		cancel()
@@ -601,8 +608,6 @@ func (s *Session) writeLoop() {
 			}
 			return
 		}
-		s.c.stats.framesOut.Add(1)
-		s.c.stats.bytesOut.Add(uint64(len(b)))
 	}
 }
 

@@ -94,6 +94,14 @@ func (c *Conn) run() {
 			c.stats.reconnects.Add(1)
 		}
 		c.runHook(s, reason)
+		if c.ctx.Err() != nil {
+			// Closed while the hook ran (Close may have given up waiting
+			// for it): deliver nothing more.
+			s.closeNow()
+			c.uninstall(s)
+			c.firstResult(ErrClosed)
+			return
+		}
 		// Connected before the held frames go out, so that whoever handles
 		// them already sees the connection up.
 		c.setState(StateConnected, nil)

@@ -84,6 +84,16 @@
 //     requests may come in any order; here a connection's messages are
 //     handled one at a time, in order, which is one of the orders a client
 //     must accept.
+//   - With Options.GraphQL, the GraphQL subscriptions endpoint on
+//     Options.GraphQLPath (docs/PROTOCOL.md §13): graphql-ws on the
+//     graphql-transport-ws subprotocol, the token in connection_init or the
+//     upgrade URL and its failures (4403, Directus's AUTH_FAILED frame then
+//     4408 after 3 s), <collection>_mutated with its event argument and
+//     GraphQL's validation messages, one next per key from the same event
+//     fan-out as /websocket, string ids, no token expiry. Unlike Directus, a
+//     subscribe is registered as soon as it is read, so the gap of §13.5
+//     does not exist here; documents other than that one subscription
+//     shape are refused.
 //
 // # What deliberately differs
 //

@@ -18,7 +18,10 @@
 // Config.PingTimeout longer. Lost sessions are replaced after conn.Backoff's
 // jittered exponential delay, reported through conn.State and
 // conn.StateChange, and every live subscription is sent again on the new
-// session under a fresh id (graphql-ws forbids reusing an active one).
+// session under a fresh id (graphql-ws forbids reusing an active one). As
+// graphql-ws acknowledges no subscribe, the Manager turns StateConnected,
+// and Subscribe returns, once the server has answered a ping sent after the
+// subscribes: it has then read them (docs/PROTOCOL.md §13.5).
 // Credentials that the server refuses on the first connect end the Manager
 // (StateClosed with the cause); later refusals are retried with backoff.
 // Email/Password and RefreshToken are turned into an access token by REST
@@ -41,7 +44,9 @@
 // then the buffered and live events, so that a store.Collection fed by its
 // Handle method works unchanged; the same happens after every reconnect
 // (the init then has Resync set), and on ReconcileInterval, which also
-// corrects rows that left the identity's permissions. Because graphql-ws
+// corrects rows that left the identity's permissions. Manager.Source is the
+// same replica as a store.Source, for coll.Follow(ctx, m.Source(opts)).
+// Because graphql-ws
 // acknowledges no subscribe, a write made while the server is still
 // setting a (re)sent subscription up may emit its event before the
 // subscription listens: a snapshot read after it contains the write, but

@@ -429,7 +429,7 @@ type post struct {
 	Views  any     `json:"views"`
 }
 
-func newReplica(t *testing.T) *store.Collection[int, post] {
+func newReplica(t testing.TB) *store.Collection[int, post] {
 	t.Helper()
 	c, err := store.New(store.Options[int, post]{Key: func(p post) int { return p.ID }})
 	if err != nil {
@@ -460,6 +460,7 @@ func equalToServer(c *store.Collection[int, post], rows []map[string]any) bool {
 	return true
 }
 
+// randomWrites makes n random writes; it may run on any goroutine.
 func randomWrites(t *testing.T, s *directustest.Server, rng *rand.Rand, n int) {
 	t.Helper()
 	for range n {
@@ -471,16 +472,19 @@ func randomWrites(t *testing.T, s *directustest.Server, rng *rand.Rand, n int) {
 				batch[i] = map[string]any{"title": fmt.Sprintf("t%d", rng.IntN(1000)), "views": rng.IntN(100)}
 			}
 			if _, err := s.Create("posts", batch...); err != nil {
-				t.Fatal(err)
+				t.Error(err) // callable from any goroutine
+				return
 			}
 		case op == 1 || op == 2:
 			k := rows[rng.IntN(len(rows))]["id"]
 			if _, err := s.Update("posts", []any{k}, map[string]any{"status": fmt.Sprintf("s%d", rng.IntN(10))}); err != nil {
-				t.Fatal(err)
+				t.Error(err) // callable from any goroutine
+				return
 			}
 		default:
 			if err := s.Delete("posts", rows[rng.IntN(len(rows))]["id"]); err != nil {
-				t.Fatal(err)
+				t.Error(err) // callable from any goroutine
+				return
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/internal/goid"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
@@ -44,6 +45,19 @@ type Manager struct {
 	nextUID  uint64
 	closed   bool
 	workers  sync.WaitGroup
+
+	// ours holds the goroutine ids of the handler and callback
+	// goroutines, so that Close called from one of them does not wait
+	// for itself.
+	ours sync.Map
+}
+
+// own registers the calling goroutine as one that runs user code; the
+// returned func unregisters it.
+func (m *Manager) own() func() {
+	id := goid.Current()
+	m.ours.Store(id, struct{}{})
+	return func() { m.ours.Delete(id) }
 }
 
 // New returns a Manager for cfg. It does not connect: Connect does.
@@ -62,8 +76,8 @@ func New(cfg *Config) (*Manager, error) {
 		byWireID:  map[string]*Subscription{},
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.onError = newNotifier("OnError", cfg.OnError, nil)
-	m.onState = newNotifier("OnStateChange", cfg.OnStateChange, func(p *protocol.PanicError) { m.reportError(p) })
+	m.onError = newNotifier("OnError", cfg.OnError, nil, m.own)
+	m.onState = newNotifier("OnStateChange", cfg.OnStateChange, func(p *protocol.PanicError) { m.reportError(p) }, m.own)
 	return m, nil
 }
 
@@ -339,7 +353,9 @@ func (m *Manager) finish(err error) {
 
 // Close ends every subscription and the connection. It waits for the
 // handlers to return, at most CloseTimeout, and for the callbacks; it
-// returns an error naming what it abandoned.
+// returns an error naming what it abandoned. Called from a handler or a
+// callback, it ends everything the same way but does not wait for those
+// goroutines, its own among them.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	if m.closed {
@@ -367,6 +383,11 @@ func (m *Manager) Close() error {
 		m.setStateLocked(conn.StateClosed, nil)
 	}
 	m.mu.Unlock()
+	if _, inside := m.ours.Load(goid.Current()); inside {
+		m.onState.stop()
+		m.onError.stop()
+		return nil
+	}
 	done := make(chan struct{})
 	go func() { m.workers.Wait(); close(done) }()
 	deadline, cancel := context.WithTimeout(context.Background(), m.s.CloseTimeout)
@@ -388,4 +409,35 @@ func (m *Manager) Close() error {
 		}
 	}
 	return err
+}
+
+var errReconnectAsked = errors.New("directus graphql: Reconnect")
+
+// Reconnect replaces the current session, as a drop would (the
+// subscriptions are restored, replicas resynced), and returns once the new
+// session is Connected, or with ctx's error, or protocol.ErrClosed.
+func (m *Manager) Reconnect(ctx context.Context) error {
+	m.mu.Lock()
+	old := m.sess
+	m.mu.Unlock()
+	if old != nil {
+		old.fail(errReconnectAsked)
+		_ = old.ws.CloseNow()
+	}
+	for {
+		m.mu.Lock()
+		st, sess, ch, closed := m.state, m.sess, m.stateCh, m.closed
+		m.mu.Unlock()
+		if closed || st == conn.StateClosed {
+			return protocol.ErrClosed
+		}
+		if st == conn.StateConnected && sess != nil && sess != old {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

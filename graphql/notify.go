@@ -24,7 +24,7 @@ type notifier[T any] struct {
 
 const notifierBacklog = 256
 
-func newNotifier[T any](name string, fn func(T), onPanic func(*protocol.PanicError)) *notifier[T] {
+func newNotifier[T any](name string, fn func(T), onPanic func(*protocol.PanicError), own func() func()) *notifier[T] {
 	n := &notifier[T]{name: name, fn: fn, onPanic: onPanic, ch: make(chan T, notifierBacklog)}
 	if fn == nil {
 		return n
@@ -32,6 +32,7 @@ func newNotifier[T any](name string, fn func(T), onPanic func(*protocol.PanicErr
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer own()()
 		for v := range n.ch {
 			n.call(v)
 		}

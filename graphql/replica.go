@@ -194,7 +194,7 @@ func (r *replicaState) event(ev handlers.Event) {
 	}
 	if r.buffering {
 		size := int64(len(ev.Data))
-		if r.bufBytes+size > s.m.s.QueueBytes && len(r.buffer) > 0 {
+		if r.bufBytes+size > s.queueBytes && len(r.buffer) > 0 {
 			// More changed while the snapshot was read than a queue
 			// holds: read again, later.
 			r.startLocked()
@@ -288,17 +288,24 @@ func (r *replicaState) deliverLocked(data json.RawMessage) {
 	s := r.sub
 	r.learnKeyKind(data)
 	init := handlers.Event{Kind: handlers.KindInit, Resync: r.inited, UID: s.uid, Collection: s.opts.Collection, Data: data, Received: time.Now()}
-	s.q.Discard() // the init replaces whatever was still queued
-	s.pushLocked(init, int64(len(data)))
+	// The init replaces whatever was still queued. It and the buffered
+	// events are queued whatever the queue's bounds: the buffer is itself
+	// bounded by QueueBytes (event), and an overflow here would start the
+	// next epoch in the middle of delivering this one.
+	s.q.Discard()
+	s.q.Push(init, int64(len(data)))
 	for _, ev := range r.buffer {
 		r.normalize(&ev)
-		s.pushLocked(ev, int64(len(ev.Data)))
+		s.q.Push(ev, int64(len(ev.Data)))
 	}
+	s.wakeLocked()
 	r.buffer, r.bufBytes, r.buffering = nil, 0, false
 	first := !r.inited
 	r.inited = true
 	r.failures = 0
-	close(r.synced)
+	if !isClosed(r.synced) {
+		close(r.synced)
+	}
 	if first {
 		select {
 		case r.first <- nil:

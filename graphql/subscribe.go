@@ -96,8 +96,10 @@ func isZeroQuery(q protocol.Query) bool {
 		q.Offset == 0 && q.Page == 0 && q.Meta == "" && q.Deep == nil
 }
 
-// Subscribe starts a subscription whose events go to h, and returns once
-// the server has been asked: graphql-ws acknowledges no subscribe, so
+// Subscribe starts a subscription whose events go to h. While a session
+// is up it returns once the server has read the subscribe (the pong of a
+// ping sent after it, §13.5); otherwise at once, and the subscribe goes
+// out with the next session. graphql-ws acknowledges no subscribe, so
 // Subscribe first checks, by a REST read of no row (GET /items/<collection>
 // ?limit=0 with the same token and fields), that the collection exists,
 // the fields exist and the identity may read them, and refuses with that
@@ -145,14 +147,15 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, fields [
 		qb = m.s.QueueBytes
 	}
 	sub := &Subscription{
-		m:       m,
-		opts:    opts,
-		fields:  fields,
-		h:       h,
-		done:    make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		q:       queue.New[handlers.Event](qs, qb),
-		replica: rep,
+		m:          m,
+		opts:       opts,
+		fields:     fields,
+		h:          h,
+		done:       make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		q:          queue.New[handlers.Event](qs, qb),
+		queueBytes: qb,
+		replica:    rep,
 	}
 	if rep != nil {
 		rep.sub = sub
@@ -195,7 +198,10 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, fields [
 	}
 	m.wmu.Unlock()
 	if !opts.Persistent {
-		sub.stopScope = context.AfterFunc(ctx, func() { m.end(sub, nil) })
+		stop := context.AfterFunc(ctx, func() { m.end(sub, nil) })
+		m.mu.Lock()
+		sub.stopScope = stop
+		m.mu.Unlock()
 	}
 	if ss != nil {
 		// The pong of the ping sent after the subscribe: the server has
@@ -282,9 +288,10 @@ func (m *Manager) end(sub *Subscription, cause error) {
 		sub.replica.stopLocked()
 	}
 	close(sub.done)
+	stopScope := sub.stopScope
 	m.mu.Unlock()
-	if sub.stopScope != nil {
-		sub.stopScope()
+	if stopScope != nil {
+		stopScope()
 	}
 	if send {
 		m.writeFrames(ss, []frame{f})

@@ -14,23 +14,24 @@ import (
 // concurrent use. Its handler runs on the subscription's own goroutine, one
 // event at a time, in the order the server sent them.
 type Subscription struct {
-	m         *Manager
-	uid       string
-	opts      SubscribeOptions
-	fields    []string
-	h         handlers.Handler
-	done      chan struct{}
-	wake      chan struct{}
-	stopScope func() bool
-	replica   *replicaState // nil for a plain subscription
+	m       *Manager
+	uid     string
+	opts    SubscribeOptions
+	fields  []string
+	h       handlers.Handler
+	done    chan struct{}
+	wake    chan struct{}
+	replica *replicaState // nil for a plain subscription
 
 	// Guarded by m.mu.
+	stopScope  func() bool
 	wireID     string
 	sentOn     *session
 	ended      bool
 	err        error
 	q          *queue.Queue[handlers.Event]
-	overflowed bool // reported once per episode
+	queueBytes int64 // the queue's byte bound, also the bound of a replica's buffer
+	overflowed bool  // reported once per episode
 }
 
 // UID returns the subscription's local uid.
@@ -146,6 +147,11 @@ func (s *Subscription) pushLocked(ev handlers.Event, size int64) {
 	} else {
 		s.q.Push(ev, size)
 	}
+	s.wakeLocked()
+}
+
+// wakeLocked tells the handler goroutine that events are queued.
+func (s *Subscription) wakeLocked() {
 	select {
 	case s.wake <- struct{}{}:
 	default:
@@ -166,6 +172,7 @@ func (e *OverflowError) Is(target error) bool { return target == ErrOverflow }
 // work runs the handler until the subscription ends.
 func (s *Subscription) work() {
 	defer s.m.workers.Done()
+	defer s.m.own()()
 	for {
 		select {
 		case <-s.done:

@@ -32,6 +32,11 @@ const (
 	// at all, and drops frames over its rate limit.
 	DefaultInitTimeout = 30 * time.Second
 
+	// DefaultMaxInFlight is how many subscribes may await their answer at
+	// once (Options.MaxInFlight): at a round trip of 50 ms, 1,000
+	// subscribes a second.
+	DefaultMaxInFlight = 50
+
 	// DefaultOverflowWait is how long the connection's read loop waits for a
 	// handler to make room in its full queue before it gives up on that
 	// subscription's queue (discards it and resyncs). A handler that keeps up
@@ -61,6 +66,12 @@ type Options struct {
 	// InitTimeout bounds the wait for a subscribe's init (or a resync's
 	// read) before it is sent again (0 means DefaultInitTimeout).
 	InitTimeout time.Duration
+	// MaxInFlight bounds the subscribes sent and not yet answered (0 means
+	// DefaultMaxInFlight); later ones wait their turn. A server that serves
+	// subscribes slowly then never holds a pile of them unread, which its
+	// rate limiter would count as a burst: keep it below
+	// RATE_LIMITER_POINTS when Directus's limiter is on.
+	MaxInFlight int
 	// OverflowWait bounds how long the read loop waits for room in a full
 	// queue (0 means DefaultOverflowWait; negative means no wait: a full
 	// queue overflows at once and nothing ever waits for a handler).
@@ -86,6 +97,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.QueueBytes < 0 {
 		return o, &protocol.ConfigError{Field: "QueueBytes", Reason: "negative"}
+	}
+	if o.MaxInFlight < 0 {
+		return o, &protocol.ConfigError{Field: "MaxInFlight", Reason: "negative"}
+	}
+	if o.MaxInFlight == 0 {
+		o.MaxInFlight = DefaultMaxInFlight
 	}
 	if o.InitTimeout < 0 {
 		return o, &protocol.ConfigError{Field: "InitTimeout", Reason: "negative"}
@@ -139,9 +156,14 @@ type Manager struct {
 	servers   map[string]*serverSub       // by subscription spec
 	wire      map[protocol.UID]*serverSub // by the uid of the current subscribe frame
 	limited   *time.Timer                 // checks subscribes the rate limiter may have dropped
+	limitedAt time.Time                   // the last REQUESTS_EXCEEDED
 	outbox    []outFrame                  // frames for the sender (outbox.go)
 	sending   bool                        // a sender goroutine runs
 	progress  time.Time                   // when a subscribe or resync read was last answered
+	handoffs  uint64                      // subscribes handed to a session so far, numbering them
+	inflight  int                         // subscribes handed to the session and not answered
+	room      chan struct{}               // closed and replaced when an in-flight slot frees
+	answered  uint64                      // the highest handoff number of an answered subscribe
 	wireSeq   uint64
 	autoSeq   uint64
 	createSeq uint64
@@ -164,6 +186,7 @@ func New(cfg *conn.Config, opts *Options) (*Manager, error) {
 		locals:  make(map[string]*Subscription),
 		servers: make(map[string]*serverSub),
 		wire:    make(map[protocol.UID]*serverSub),
+		room:    make(chan struct{}),
 		onError: cfg.OnError,
 	}
 	if opts != nil {

@@ -43,17 +43,51 @@ func (m *Manager) queueLocked(f outFrame) bool {
 }
 
 // sendOutbox hands the outbox's frames to their session in order, and
-// exits once it is empty.
+// exits once it is empty. A subscribe waits at the head while
+// Options.MaxInFlight subscribes handed to the session are unanswered:
+// Directus then never holds more than that many unread, so its rate
+// limiter, which counts frames as it reads them, does not see them in
+// bursts however slowly it serves them. Subscribes of attempts replaced
+// before they were handed are not sent at all.
 func (m *Manager) sendOutbox() {
 	defer m.bg.Done()
 	for {
 		m.mu.Lock()
-		batch := m.outbox
-		m.outbox = nil
-		if len(batch) == 0 || m.closed {
-			m.sending = false
+		var batch []outFrame
+		for len(m.outbox) > 0 && !m.closed {
+			f := m.outbox[0]
+			if f.ss != nil {
+				if f.ss.attempt != f.try || f.sess != m.sess {
+					m.outbox = m.outbox[1:] // superseded before it left
+					continue
+				}
+				if m.inflight >= m.opts.MaxInFlight {
+					break
+				}
+				m.inflight++
+				f.ss.inflight = true
+				m.handoffs++
+				f.ss.handoff = m.handoffs
+				f.ss.sentAt = time.Now() // its init timeout counts from here
+			}
+			m.outbox[0] = outFrame{}
+			m.outbox = m.outbox[1:]
+			batch = append(batch, f)
+		}
+		if len(batch) == 0 {
+			if len(m.outbox) == 0 || m.closed {
+				m.outbox = nil
+				m.sending = false
+				m.mu.Unlock()
+				return
+			}
+			room := m.room
 			m.mu.Unlock()
-			return
+			select { // a subscribe waits for an answer to make room
+			case <-room:
+			case <-m.ctx.Done():
+			}
+			continue
 		}
 		m.mu.Unlock()
 		for _, f := range batch {
@@ -62,15 +96,29 @@ func (m *Manager) sendOutbox() {
 			}
 			if err := f.sess.Send(m.ctx, f.v); err != nil {
 				m.log.Debug("send failed; the next session restores the registry", "err", err)
-				continue
-			}
-			if f.ss != nil {
-				m.mu.Lock()
-				if f.ss.attempt == f.try {
-					f.ss.sentAt = time.Now() // its init timeout counts from here
-				}
-				m.mu.Unlock()
 			}
 		}
 	}
+}
+
+// releaseLocked gives back the in-flight slot of ss's attempt: it was
+// answered, replaced, or dropped. m.mu is held.
+func (m *Manager) releaseLocked(ss *serverSub) {
+	if !ss.inflight {
+		return
+	}
+	ss.inflight = false
+	m.inflight--
+	close(m.room)
+	m.room = make(chan struct{})
+}
+
+// resetInFlightLocked forgets the slots of a lost session. m.mu is held.
+func (m *Manager) resetInFlightLocked() {
+	for _, ss := range m.servers {
+		ss.inflight = false
+	}
+	m.inflight = 0
+	close(m.room)
+	m.room = make(chan struct{})
 }

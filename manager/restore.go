@@ -28,6 +28,7 @@ func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
 		return
 	}
 	clear(m.wire)
+	m.resetInFlightLocked()
 	for _, ss := range m.servers {
 		ss.wireUID = ""
 		ss.awaiting = false
@@ -60,6 +61,7 @@ func (m *Manager) resyncLocked(ss *serverSub, force bool, cause ResyncCause) {
 // Without a live session the attempt is only recorded: restore sends it.
 func (m *Manager) sendSubscribeLocked(ss *serverSub) {
 	ss.stopTimer()
+	m.releaseLocked(ss) // the attempt it replaces will not be answered
 	m.wireSeq++
 	ss.attempt++
 	ss.wireUID = protocol.UID("rt" + strconv.FormatUint(m.wireSeq, 10))
@@ -96,6 +98,14 @@ func (m *Manager) sendLocked(v any) bool {
 // resync read. m.mu is held.
 func (m *Manager) noteProgressLocked() { m.progress = time.Now() }
 
+// noteAnswerLocked records the answer (init or refusal) to ss's subscribe.
+// m.mu is held.
+func (m *Manager) noteAnswerLocked(ss *serverSub) {
+	m.noteProgressLocked()
+	m.answered = max(m.answered, ss.handoff)
+	m.releaseLocked(ss)
+}
+
 // initTimedOut retries an attempt that got neither init nor error in time.
 // The time counts from when the session took the frame, and from the last
 // answer the server gave to any subscribe: a server that works through a
@@ -123,33 +133,68 @@ func (m *Manager) initTimedOut(ss *serverSub, attempt uint64) {
 	m.resyncLocked(ss, true, CauseInitTimeout)
 }
 
-// rateLimited runs when the server's rate limiter dropped a frame: it may
-// have been a subscribe. After the limiter's delay (and at least a second,
-// for the init of an accepted one to arrive), every subscribe that was sent
-// before and still has no init is sent again.
+// overtaken is how many subscribes handed to the session after one must
+// have been answered, during a rate-limit episode, before that one is taken
+// for dropped: Directus answers subscribes about in the order it reads
+// them, so one left behind by that many later ones got no answer because
+// its frame was dropped, not because it waits its turn.
+const overtaken = 100
+
+// limitQuiet is how long after a rate-limit episode a server that answers
+// nothing has answered all it kept: the unanswered subscribes handed to it
+// before the episode were dropped.
+const limitQuiet = 2 * time.Second
+
+// rateLimited runs when the server's rate limiter dropped a frame, which
+// may have been a subscribe (the REQUESTS_EXCEEDED frame does not say
+// which). After the limiter's delay (and at least a second), a subscribe
+// handed to the session before the drop that is still unanswered while
+// `overtaken` later ones were answered, or while the server has answered
+// nothing for limitQuiet, is sent again. The others are looked at again a
+// second later, until each is answered or sent again. (Sending every unanswered
+// subscribe again, as this once did, tripped the limiter again with each
+// episode: a restore of 10,000 never finished.)
 func (m *Manager) rateLimited(d time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed || m.limited != nil {
-		return // a check is pending; it covers this drop too
+	if m.closed {
+		return
 	}
-	at := time.Now()
-	m.limited = time.AfterFunc(max(d, time.Second), func() {
+	m.limitedAt = time.Now()
+	if m.limited == nil {
+		m.armLimitedCheckLocked(max(d, time.Second))
+	}
+}
+
+func (m *Manager) armLimitedCheckLocked(d time.Duration) {
+	m.limited = time.AfterFunc(d, func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		m.limited = nil
 		if m.closed {
 			return
 		}
-		n := 0
+		// Quiet: the server answered nothing for a while, the limiter
+		// dropped nothing either: it has answered everything it kept.
+		now := time.Now()
+		quiet := now.Sub(m.progress) >= limitQuiet && now.Sub(m.limitedAt) >= limitQuiet
+		resent, open := 0, 0
 		for _, ss := range m.servers {
-			if ss.awaiting && !ss.sentAt.IsZero() && ss.sentAt.Before(at) {
+			if !ss.awaiting || ss.sentAt.IsZero() || !ss.sentAt.Before(m.limitedAt) {
+				continue
+			}
+			if quiet || ss.handoff+overtaken <= m.answered {
 				m.resyncLocked(ss, true, CauseInitTimeout)
-				n++
+				resent++
+			} else {
+				open++
 			}
 		}
-		if n > 0 {
-			m.log.Warn("subscribes possibly dropped by the server's rate limiter; sent again", "subscribes", n)
+		if resent > 0 {
+			m.log.Warn("subscribes dropped by the server's rate limiter; sent again", "subscribes", resent)
+		}
+		if open > 0 {
+			m.armLimitedCheckLocked(time.Second)
 		}
 	})
 }

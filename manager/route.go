@@ -75,7 +75,7 @@ func (m *Manager) routeLocked(msg *protocol.Message) (ss *serverSub, waiting []*
 		ss.awaiting = false
 		ss.timeouts = 0
 		ss.stopTimer()
-		m.noteProgressLocked()
+		m.noteAnswerLocked(ss)
 		for _, s := range ss.locals {
 			s.dmu.Lock()
 			wire := s.await == awaitWire || !s.gotInit
@@ -123,7 +123,7 @@ func (m *Manager) routeErrorLocked(ss *serverSub, msg *protocol.Message) {
 	}
 	ss.awaiting = false
 	ss.stopTimer()
-	m.noteProgressLocked()
+	m.noteAnswerLocked(ss)
 	delete(m.wire, ss.wireUID)
 	ss.wireUID = ""
 	kept := ss.locals[:0]

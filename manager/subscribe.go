@@ -32,6 +32,8 @@ type serverSub struct {
 	awaiting bool          // subscribe sent on the current session, init not received
 	sentAt   time.Time     // when the session took the awaited subscribe; zero before
 	wait     time.Duration // the init timeout of the current attempt
+	handoff  uint64        // the attempt's place among the subscribes handed to sessions
+	inflight bool          // the attempt holds an in-flight slot (outbox.go)
 	attempt  uint64
 	timeouts int // consecutive attempts without init in time, for the backoff
 	timer    *time.Timer
@@ -350,6 +352,7 @@ func (m *Manager) dropServerLocked(ss *serverSub) {
 		delete(m.servers, ss.key)
 	}
 	ss.stopTimer()
+	m.releaseLocked(ss)
 	if ss.wireUID != "" {
 		delete(m.wire, ss.wireUID)
 		m.sendLocked(protocol.UnsubscribeMessage{UID: ss.wireUID})

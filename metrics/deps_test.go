@@ -13,7 +13,7 @@ import (
 func TestCoreImportsNoMetricsLibrary(t *testing.T) {
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
 	const mod = "github.com/e41af43e/directus-realtime/"
-	pkgs := []string{"conn", "manager", "store", "protocol", "handlers", "directustest", "ops", "metrics"}
+	pkgs := []string{"conn", "manager", "store", "protocol", "handlers", "graphql", "directustest", "ops", "metrics"}
 	args := []string{"list", "-deps"}
 	for _, p := range pkgs {
 		args = append(args, mod+p)

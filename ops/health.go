@@ -36,8 +36,15 @@ func (s *Source) ready(snap Snapshot) Health {
 	if c := snap.Conn; c.State != conn.StateConnected {
 		h.Problems = append(h.Problems, Problem{What: "connection", Reason: c.State.String(), Since: c.StateSince})
 	}
+	subs := make(map[string]*SubscriptionInfo, len(snap.Subscriptions))
+	for i := range snap.Subscriptions {
+		subs[snap.Subscriptions[i].UID] = &snap.Subscriptions[i]
+	}
 	for _, r := range snap.Replicas {
+		sub := subs[r.UID]
 		switch {
+		case sub != nil && sub.State == manager.StateFailed:
+			h.Problems = append(h.Problems, Problem{What: "replica " + r.Name, Reason: "subscription refused: " + sub.LastError, Since: sub.ErrorAt})
 		case r.Failure != "":
 			h.Problems = append(h.Problems, Problem{What: "replica " + r.Name, Reason: r.Failure, Since: r.FailingSince})
 		case !r.Synced:
@@ -61,6 +68,9 @@ func (s *Source) ready(snap Snapshot) Health {
 //     Conn that reads nothing has a read loop that does not run: a
 //     handler blocking the delivery of frames. A Directus that is down
 //     makes the Conn fail attempts and wait backoffs, which is progress.
+//     (With the client's pings off, conn.Config.PingInterval < 0, and the
+//     server's heartbeat off too, a quiet connection reads nothing: keep
+//     one of them on, or StuckAfter above the longest quiet time.)
 //   - the Conn gave up (closed with a cause: credentials that expired for
 //     good, a rejection at the first connect, Backoff.MaxAttempts): it
 //     will never make progress again.

@@ -116,6 +116,25 @@ func TestReadyWaitsForReplicas(t *testing.T) {
 		!strings.Contains(h.Problems[0].Reason, "refused") || h.Problems[0].Since.IsZero() {
 		t.Fatalf("with a refused replica: %d %+v", code, h)
 	}
+
+	// A new session: the server refuses the replica's subscription.
+	states := e.M.WatchState(opstest.Ctx(t))
+	e.Srv.DropConnections()
+	waitState(t, states, conn.StateConnected)
+	for deadline := time.Now().Add(15 * time.Second); e.Posts.Subscription().State() != manager.StateFailed; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the subscription is %v, not failed", e.Posts.Subscription().State())
+		}
+		select {
+		case <-e.Posts.Subscription().Done():
+			t.Fatal("the subscription ended")
+		case <-time.After(5 * time.Millisecond): // polling a state: no signal for a refused restore
+		}
+	}
+	code, h = probe(t, e.Src.ReadyHandler())
+	if code != http.StatusServiceUnavailable || len(h.Problems) != 1 || !strings.Contains(h.Problems[0].Reason, "subscription refused") {
+		t.Fatalf("with a refused subscription: %d %+v", code, h)
+	}
 }
 
 // fakeClock is a clock the test moves.
@@ -190,6 +209,13 @@ func TestStatusShowsNoSecret(t *testing.T) {
 			if strings.Contains(body, secret) {
 				t.Errorf("%s shows a secret %q", path, secret)
 			}
+		}
+	}
+	// The page loads nothing from elsewhere: no CDN, no external script.
+	page := get(t, srv.URL+"/debug/directus/")
+	for _, external := range []string{"http://", "https://", " src=", "<link"} {
+		if strings.Contains(page, external) {
+			t.Errorf("the page refers to something external: %q", external)
 		}
 	}
 	var snap pageSnap
@@ -282,4 +308,99 @@ type pageSnap struct {
 		Stats  struct{ Reconciles uint64 }
 	} `json:"replicas"`
 	Conn struct{ State string } `json:"conn"`
+}
+
+// A connected Conn that reads nothing for StuckAfter (its read loop does
+// not run: the server's heartbeat would bring frames) fails liveness; one
+// frame read is progress again.
+func TestLiveFailsForAConnThatReadsNothing(t *testing.T) {
+	clock := &fakeClock{now: time.Now()}
+	e := opstest.Start(t, &ops.Options{StuckAfter: time.Minute, Now: clock.Now})
+	if code, h := probe(t, e.Src.LiveHandler()); code != http.StatusOK {
+		t.Fatalf("live at first: %d %+v", code, h)
+	}
+	clock.Advance(time.Minute)
+	code, h := probe(t, e.Src.LiveHandler())
+	if code != http.StatusServiceUnavailable || len(h.Problems) != 1 || h.Problems[0].What != "connection" ||
+		!strings.Contains(h.Problems[0].Reason, "no frame read") {
+		t.Fatalf("live without a frame for a minute: %d %+v", code, h)
+	}
+	if _, err := e.M.Conn().Ping(opstest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	if code, h := probe(t, e.Src.LiveHandler()); code != http.StatusOK {
+		t.Fatalf("live after a pong: %d %+v", code, h)
+	}
+}
+
+// A Conn that gave up (here: after Backoff.MaxAttempts) fails liveness
+// at once: it will never make progress again. A Conn closed by Close is
+// not stuck.
+func TestLiveFailsWhenTheConnGaveUp(t *testing.T) {
+	srv := directustest.NewServer(nil)
+	defer srv.Close()
+	m, err := manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.ReaderToken},
+		Backoff: conn.Backoff{Initial: time.Millisecond, Max: time.Millisecond, MaxAttempts: 2}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Connect(opstest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	src := ops.NewSource(m, nil)
+	states := m.WatchState(opstest.Ctx(t))
+	srv.Stop()
+	waitState(t, states, conn.StateClosed)
+	code, h := probe(t, src.LiveHandler())
+	if code != http.StatusServiceUnavailable || len(h.Problems) != 1 || !strings.Contains(h.Problems[0].Reason, "gave up") {
+		t.Fatalf("live after giving up: %d %+v", code, h)
+	}
+
+	closed := opstest.Start(t, nil)
+	if err := closed.M.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, h := probe(t, closed.Src.LiveHandler()); code != http.StatusOK {
+		t.Fatalf("live after Close: %d %+v", code, h)
+	}
+}
+
+// A named subscription that ended frees its name.
+func TestEndedSubscriptionFreesItsName(t *testing.T) {
+	e := opstest.Start(t, nil)
+	sub, err := e.M.Subscribe(opstest.Ctx(t), manager.SubscribeOptions{Collection: "posts", Persistent: true}, opstest.NewBlocker())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Src.AddSubscription("mine", sub); err != nil {
+		t.Fatal(err)
+	}
+	if n := named(e.Src.Snapshot(), "mine"); n != 1 {
+		t.Fatalf("%d subscriptions named mine", n)
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Done()
+	if n := named(e.Src.Snapshot(), "mine"); n != 0 {
+		t.Fatalf("%d subscriptions named mine after Unsubscribe", n)
+	}
+	again, err := e.M.Subscribe(opstest.Ctx(t), manager.SubscribeOptions{Collection: "posts", Persistent: true}, opstest.NewBlocker())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Src.AddSubscription("mine", again); err != nil {
+		t.Fatalf("the name of an ended subscription is still taken: %v", err)
+	}
+}
+
+func named(s ops.Snapshot, name string) int {
+	n := 0
+	for _, si := range s.Subscriptions {
+		if si.Name == name {
+			n++
+		}
+	}
+	return n
 }

@@ -104,6 +104,7 @@ func (s *Source) AddReplica(name string, r Replica) (remove func(), err error) {
 // AddSubscription names a subscription that is not a replica's, so that
 // it gets metrics of its own (others are counted only by collection and
 // state). A name already taken is refused with a *protocol.ConfigError.
+// The name is released when the subscription ends, or by remove.
 func (s *Source) AddSubscription(name string, sub *manager.Subscription) (remove func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -206,7 +207,13 @@ func (s *Source) Snapshot() Snapshot {
 	replicas := append([]*namedReplica(nil), s.replicas...)
 	names := make(map[string]string, len(s.subs)+len(replicas)) // uid → name
 	for sub, name := range s.subs {
-		names[sub.UID()] = name
+		select {
+		case <-sub.Done(): // ended: its name is free again
+			delete(s.subs, sub)
+			delete(s.names, name)
+		default:
+			names[sub.UID()] = name
+		}
 	}
 	s.mu.Unlock()
 

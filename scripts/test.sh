@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: the README's, and exactly what CI runs (.ci/run only calls this).
 #   1. gofmt and go vet
-#   2. Debian's chromium for the browser test of examples/scoped (installed with apt when missing),
+#   2. Debian's chromium for the browser tests of examples/scoped and ops (installed with apt when missing),
 #      which then must run: REQUIRE_CHROMIUM=1
 #   3. go test -race over every package against the embedded server (directustest), with the full
 #      soak; the real-Directus subtests of conformance/ run in step 5 instead

@@ -49,6 +49,25 @@ func scrape(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 func TestNamesFollowConventions(t *testing.T) {
 	e := opstest.Start(t, nil)
 	e.Create(t, "one")
+	e.InjectError(t, "FORBIDDEN")
+	e.Overflow(t, "slow")
+	// Every metric of the catalogue has a series now, so that every one
+	// is linted.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(prom.NewCollector(e.Src))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	families := map[string]bool{}
+	for _, mf := range mfs {
+		families[mf.GetName()] = true
+	}
+	for _, d := range metrics.Descs {
+		if !families[d.Name] {
+			t.Errorf("%s has no series to lint", d.Name)
+		}
+	}
 	problems, err := testutil.CollectAndLint(prom.NewCollector(e.Src))
 	if err != nil {
 		t.Fatal(err)
