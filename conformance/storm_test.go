@@ -10,7 +10,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,33 +43,9 @@ func stormLimits() (time.Duration, int) {
 	return stormWindow, stormBudget
 }
 
-// errorsSeen collects what a replica's OnError receives.
-type errorsSeen struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (e *errorsSeen) on(err error) {
-	e.mu.Lock()
-	e.errs = append(e.errs, err)
-	e.mu.Unlock()
-}
-
-func (e *errorsSeen) count(target error) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, err := range e.errs {
-		if errors.Is(err, target) {
-			n++
-		}
-	}
-	return n
-}
-
-func stormPosts(t testing.TB, seen *errorsSeen) *store.Collection[int64, Post] {
+func stormPosts(t testing.TB, seen *testutil.Errors) *store.Collection[int64, Post] {
 	c := testutil.Must(store.New(store.Options[int64, Post]{Key: postKey, Logger: logger(t),
-		ReconcileInterval: time.Hour, Retry: stormRetry, OnError: seen.on}))
+		ReconcileInterval: time.Hour, Retry: stormRetry, OnError: seen.On}))
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -109,7 +84,7 @@ func scenarioStormItemDeleted(t *testing.T, tg Target) {
 	srv := tg.Server(t, Default)
 	seeded := seedPost(ctx, t, srv, "doomed")
 	c := connect(ctx, t, srv, conn.Auth{Token: tg.Creds().AdminToken}, clientOpts{})
-	var seen errorsSeen
+	var seen testutil.Errors
 	posts := stormPosts(t, &seen)
 	sub := subscribe(ctx, t, posts, c, manager.SubscribeOptions{Collection: "posts", Item: seeded.ID, Persistent: true})
 	must(t, srv.REST().DeletePosts(ctx, seeded.ID))
@@ -121,7 +96,7 @@ func scenarioStormItemDeleted(t *testing.T, tg Target) {
 	if !errors.Is(st.Err, store.ErrRefused) || st.Rows != 0 {
 		t.Fatalf("status %+v, want refused with no rows", st)
 	}
-	if n := seen.count(store.ErrRefused); n != 1 {
+	if n := seen.Count(store.ErrRefused); n != 1 {
 		t.Fatalf("the refusal was reported %d times, want once", n)
 	}
 	if s := sub.State(); s != manager.StateFailed {
@@ -139,7 +114,7 @@ func scenarioStormPermissionRevoked(t *testing.T, tg Target) {
 	}
 	seedPost(ctx, t, srv, "before the revocation")
 	c := connect(ctx, t, srv, conn.Auth{Token: tg.Creds().ReaderToken}, clientOpts{})
-	var seen errorsSeen
+	var seen testutil.Errors
 	posts := stormPosts(t, &seen)
 	subscribe(ctx, t, posts, c, manager.SubscribeOptions{Collection: "posts", Persistent: true})
 
@@ -185,7 +160,7 @@ func scenarioStormPermissionRevoked(t *testing.T, tg Target) {
 	if st := posts.Status(); !errors.Is(st.Err, store.ErrRefused) || !errors.Is(st.Err, protocol.ErrForbidden) {
 		t.Fatalf("status %+v, want refused as FORBIDDEN", st)
 	}
-	if n := seen.count(store.ErrRefused); n != 1 {
+	if n := seen.Count(store.ErrRefused); n != 1 {
 		t.Fatalf("the refusal was reported %d times, want once", n)
 	}
 	// The permission comes back: the next reconcile heals the replica.

@@ -95,30 +95,6 @@ func watchStorm(t *testing.T, fc *frameCounter, budget int) {
 	}
 }
 
-// errorsOf collects what OnError receives.
-type errorsOf struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (e *errorsOf) on(err error) {
-	e.mu.Lock()
-	e.errs = append(e.errs, err)
-	e.mu.Unlock()
-}
-
-func (e *errorsOf) count(target error) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, err := range e.errs {
-		if errors.Is(err, target) {
-			n++
-		}
-	}
-	return n
-}
-
 // TestStormItemDeleted: the item of a single-item replica is deleted with a
 // numeric key (no event reaches the item subscription, docs/PROTOCOL.md
 // §5.2). Every reconcile is refused; they come at the backoff's pace, the
@@ -128,8 +104,8 @@ func TestStormItemDeleted(t *testing.T) {
 	srv, m, fc := stormSetup(t, directustest.AdminToken)
 	rows, _ := srv.Create("posts", map[string]any{"title": "doomed"})
 	id := rows[0]["id"].(int64)
-	var reported errorsOf
-	c := newPosts(store.Options[int64, Post]{ReconcileInterval: time.Hour, Retry: stormBackoff, OnError: reported.on})
+	var reported testutil.Errors
+	c := newPosts(store.Options[int64, Post]{ReconcileInterval: time.Hour, Retry: stormBackoff, OnError: reported.On})
 	defer c.Close()
 	if _, err := c.Subscribe(ctx(t), m, manager.SubscribeOptions{Collection: "posts", Item: id, Persistent: true}); err != nil {
 		t.Fatal(err)
@@ -145,7 +121,7 @@ func TestStormItemDeleted(t *testing.T) {
 	if !errors.Is(st.Err, store.ErrRefused) || !errors.Is(st.Err, protocol.ErrForbidden) || st.Rows != 0 {
 		t.Fatalf("status %+v", st)
 	}
-	if n := reported.count(store.ErrRefused); n != 1 {
+	if n := reported.Count(store.ErrRefused); n != 1 {
 		t.Fatalf("refusal reported %d times", n)
 	}
 	if s := c.Subscription().State(); s != manager.StateFailed {
@@ -160,8 +136,8 @@ func TestStormItemDeleted(t *testing.T) {
 func TestStormPermissionRevoked(t *testing.T) {
 	t.Parallel() // each watches its own server for a 3 s window
 	srv, m, fc := stormSetup(t, directustest.ReaderToken)
-	var reported errorsOf
-	c := newPosts(store.Options[int64, Post]{ReconcileInterval: time.Hour, Retry: stormBackoff, OnError: reported.on})
+	var reported testutil.Errors
+	c := newPosts(store.Options[int64, Post]{ReconcileInterval: time.Hour, Retry: stormBackoff, OnError: reported.On})
 	defer c.Close()
 	if _, err := c.Subscribe(ctx(t), m, manager.SubscribeOptions{Collection: "posts", Persistent: true}); err != nil {
 		t.Fatal(err)
@@ -191,7 +167,7 @@ func TestStormPermissionRevoked(t *testing.T) {
 	if st := c.Status(); !errors.Is(st.Err, store.ErrRefused) || st.Rows != 0 {
 		t.Fatalf("status %+v", st)
 	}
-	if n := reported.count(store.ErrRefused); n != 1 {
+	if n := reported.Count(store.ErrRefused); n != 1 {
 		t.Fatalf("refusal reported %d times", n)
 	}
 	// The permission comes back: the next reconcile heals the replica.
