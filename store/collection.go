@@ -130,6 +130,7 @@ type Collection[K comparable, T any] struct {
 	rows      map[K]T
 	indexes   map[string]*index[K, T]
 	listeners map[*listener[K, T]]struct{}
+	views     map[*View[K, T]]struct{} // updated while events apply
 	synced    bool
 	syncedCh  chan struct{}
 	closedCh  chan struct{} // closed by Close
@@ -202,6 +203,7 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 		rows:      make(map[K]T),
 		indexes:   make(map[string]*index[K, T], len(opts.Indexers)),
 		listeners: make(map[*listener[K, T]]struct{}),
+		views:     make(map[*View[K, T]]struct{}),
 		syncedCh:  make(chan struct{}),
 		closedCh:  make(chan struct{}),
 		soon:      make(chan struct{}, 1),
