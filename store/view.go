@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/e41af43e/directus-realtime/protocol"
 )
@@ -45,6 +46,12 @@ type View[K comparable, T any] struct {
 	closedCh chan struct{}
 }
 
+// cushion is the least number of rows a view holds after its window
+// (tests make it small, to exercise refills).
+var cushion atomic.Int64
+
+func init() { cushion.Store(256) }
+
 type viewEntry[K comparable, T any] struct {
 	key K
 	row T
@@ -66,7 +73,7 @@ type viewEntry[K comparable, T any] struct {
 //
 // The view costs O(log n + limit) per changed row; when rows of the window
 // leave it, their places are taken from rows held after the window, and
-// once those run out (every max(limit, 64) leaves at most) from a scan of
+// once those run out (every max(limit, 256) leaves at most) from a scan of
 // the collection. Close the view when it is no longer needed: until then
 // the collection keeps it up to date.
 func NewView[K comparable, T any](c *Collection[K, T], cmp func(a, b T) int, limit int) (*View[K, T], error) {
@@ -81,7 +88,7 @@ func NewView[K comparable, T any](c *Collection[K, T], cmp func(a, b T) int, lim
 	}
 	v := &View[K, T]{
 		c: c, cmp: cmp, kcmp: keyCompare[K](), limit: limit,
-		keep:     limit + max(limit, 64),
+		keep:     limit + max(limit, int(cushion.Load())),
 		changed:  make(chan struct{}),
 		closedCh: make(chan struct{}),
 	}
@@ -313,19 +320,54 @@ func (v *View[K, T]) delete(k K, old T) {
 }
 
 // refillLocked rebuilds the list from the collection's rows: their first
-// keep rows in order.
+// keep rows in order, selected through a bounded max-heap, so that most rows
+// cost one comparison with the greatest row kept so far.
 func (v *View[K, T]) refillLocked() {
-	all := make([]viewEntry[K, T], 0, len(v.c.rows))
-	for k, row := range v.c.rows {
-		all = append(all, viewEntry[K, T]{key: k, row: row})
-	}
-	slices.SortFunc(all, v.order)
 	v.broken = false
-	if len(all) <= v.keep {
-		v.list, v.complete = all, true
-		return
+	h := make([]viewEntry[K, T], 0, min(len(v.c.rows), v.keep))
+	for k, row := range v.c.rows {
+		e := viewEntry[K, T]{key: k, row: row}
+		if len(h) < v.keep {
+			h = append(h, e)
+			v.up(h, len(h)-1)
+			continue
+		}
+		if v.order(e, h[0]) < 0 {
+			h[0] = e
+			v.down(h, 0)
+		}
 	}
-	v.list, v.complete = slices.Clone(all[:v.keep]), false
+	slices.SortFunc(h, v.order)
+	v.list, v.complete = h, len(h) == len(v.c.rows)
+}
+
+// up and down keep h a max-heap in the view's order.
+func (v *View[K, T]) up(h []viewEntry[K, T], i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if v.order(h[i], h[p]) <= 0 {
+			return
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+}
+
+func (v *View[K, T]) down(h []viewEntry[K, T], i int) {
+	for {
+		l, big := 2*i+1, i
+		if l < len(h) && v.order(h[l], h[big]) > 0 {
+			big = l
+		}
+		if r := l + 1; r < len(h) && v.order(h[r], h[big]) > 0 {
+			big = r
+		}
+		if big == i {
+			return
+		}
+		h[i], h[big] = h[big], h[i]
+		i = big
+	}
 }
 
 // keyCompare orders keys: numerically for integer and float kinds,

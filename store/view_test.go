@@ -53,6 +53,9 @@ func checkWindow(t *testing.T, step string, c *store.Collection[int64, Post], v 
 // equals the rows sorted and cut, for limits below, around and above the
 // number of rows and past the view's cushion.
 func TestViewModel(t *testing.T) {
+	// A small cushion: rows leaving the window exhaust it often, and the
+	// list of rows held is often short of the whole collection.
+	defer store.SetViewCushion(4)()
 	for _, seed := range []uint64{1, 2, 3, 4} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, seed*7))
@@ -361,5 +364,48 @@ func TestSubscribeRefusesSortedLimit(t *testing.T) {
 	// Sorted without a limit is a replica of every row.
 	if _, err := c.Subscribe(ctx(t), e.m, manager.SubscribeOptions{Collection: "posts", Query: &protocol.Query{Sort: []string{"-views"}}}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// BenchmarkView applies updates of one row each to a collection of 10,000
+// rows, with and without a view of its first 20: updates to random views,
+// and the worst case, each update sending the first row of the window to
+// the end (every event takes a row from the cushion; every 256th scans).
+func BenchmarkView(b *testing.B) {
+	for _, tc := range []struct {
+		name             string
+		withView, demote bool
+	}{{"none", false, false}, {"view", true, false}, {"view-demote-top", true, true}} {
+		withView := tc.withView
+		b.Run(tc.name, func(b *testing.B) {
+			c := newPosts(store.Options[int64, Post]{})
+			defer c.Close()
+			rows := make([]Post, 10000)
+			for i := range rows {
+				rows[i] = Post{ID: int64(i + 1), Views: i}
+			}
+			if err := c.Handle(ev(handlers.KindInit, postsJSON(rows))); err != nil {
+				b.Fatal(err)
+			}
+			var v *store.View[int64, Post]
+			if withView {
+				v = testutil.Must(store.NewView(c, byViewsDesc, 20))
+				defer v.Close()
+			}
+			rng := rand.New(rand.NewPCG(1, 1))
+			events := make([]handlers.Event, 1024)
+			for i := range events {
+				events[i] = ev(handlers.KindUpdate, fmt.Sprintf(`[{"id":%d,"views":%d}]`, 1+rng.IntN(10000), rng.IntN(20000)))
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				if tc.demote {
+					top := v.Rows()[0]
+					_ = c.Handle(ev(handlers.KindUpdate, fmt.Sprintf(`[{"id":%d,"views":%d}]`, top.ID, -i)))
+					continue
+				}
+				_ = c.Handle(events[i%len(events)])
+			}
+		})
 	}
 }
