@@ -99,9 +99,10 @@
 //
 // A View (NewView) reads a Collection as its first N rows in an order: a
 // leaderboard, the latest 20 posts. Directus cannot keep such a window for
-// a replica: a subscription with sort and limit sends no event for a row
-// pushed out of the window by another, nor for the row that takes the place
-// of one that left, so Subscribe refuses it. A View is instead kept over a
+// a replica: it applies a subscription's sort and limit to the init only, so
+// events bring changed rows inside the window or not, and nothing tells
+// which row takes the place of one that left; Subscribe refuses the query.
+// A View is instead kept over a
 // replica of the whole (filtered) set, and its window is exact: after every
 // applied event it equals the collection's rows sorted by the view's
 // comparison, ties broken by key, cut to N.

@@ -33,14 +33,16 @@ var (
 // init has been applied. The query defaults to every row (limit -1, where
 // Directus would apply its default of 100); queries a replica cannot follow
 // are refused with *QueryError: event-only subscriptions, offset and page
-// (an event re-read through them skips rows), and fields that leave out the
+// (an event re-read through them skips rows), fields that leave out the
 // primary key, and a sort with a positive limit (a window such as "the
-// latest 20"): rows pushed out of the window send no event, nor do the rows
-// that take their place, so the replica would silently go stale. Subscribe
-// to the whole filtered set instead and read the window through NewView,
-// which stays exact after every event. A positive limit without a sort is
-// accepted with a warning (the same holds for it: only reconcile notices
-// what left the first N).
+// latest 20"). Directus applies sort and limit to the init only: events
+// bring any changed row that matches the filter, inside the window or not,
+// and nothing tells which row takes the place of one that left, so such a
+// replica would silently stop being the window (docs/PROTOCOL.md §5.5).
+// Subscribe to the whole filtered set instead and read the window through
+// NewView, which stays exact after every event. A positive limit without a
+// sort is accepted with a warning: only reconcile corrects what it lets in
+// or out.
 //
 // A first init with rows of which not one decodes into T (the collection's
 // keys do not fit K, or its fields not T) fails Subscribe with a
@@ -103,7 +105,8 @@ func (c *Collection[K, T]) replicaQuery(opts manager.SubscribeOptions) (*protoco
 		return nil, &QueryError{Reason: "fields leave out the primary key " + c.opts.KeyField}
 	}
 	if q.Limit > 0 && len(q.Sort) > 0 {
-		return nil, &QueryError{Reason: "sort with a positive limit: rows pushed out of the first N send no event, nor do the rows that take their place; " +
+		return nil, &QueryError{Reason: "sort with a positive limit: events ignore both (any changed row that matches the filter arrives, " +
+			"inside the window or not) and no event tells which row takes the place of one that left; " +
 			"subscribe to the whole (filtered) set and read it through store.NewView, a sorted window that stays exact"}
 	}
 	if q.Limit > 0 {
