@@ -79,7 +79,7 @@ type Options[K comparable, T any] struct {
 	// OnError receives, once per occurrence of a condition rather than once
 	// per attempt, what the replica cannot fix by itself: a reconcile the
 	// server refused, reconciles that keep failing, and recovered panics of
-	// listeners (*protocol.PanicError). Errors of the events themselves
+	// listeners and of views' comparisons (*protocol.PanicError). Errors of the events themselves
 	// (rows that do not decode) are returned by Handle to the manager,
 	// which reports them to its OnError. nil means they are only logged.
 	OnError func(error)
@@ -108,7 +108,8 @@ type Stats struct {
 	ReconcileChanges uint64
 	// ReconcileTime is the time spent in reconciles, summed.
 	ReconcileTime time.Duration
-	// ListenerPanics counts recovered panics of listeners.
+	// ListenerPanics counts recovered panics of listeners (and of the
+	// comparisons of views).
 	ListenerPanics uint64
 }
 

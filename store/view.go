@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"iter"
 	"reflect"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -68,8 +69,12 @@ type viewEntry[K comparable, T any] struct {
 // cmp must be a strict weak order that depends on the rows alone (not on
 // time or on other state): the view finds a row by the order of its last
 // state. It is called while events apply, under the collection's lock: it
-// must be fast, must not panic, and must not call the collection or the
-// view. A limit below 1 or a nil cmp is a *protocol.ConfigError.
+// must be fast and must not call the collection or the view. A panic in cmp
+// while an event applies is recovered (unless Options.CrashOnPanic),
+// reported to Options.OnError as a *protocol.PanicError like a listener's,
+// and the view rebuilds its window at the next event; the event itself is
+// applied to the collection and its listeners. A limit below 1 or a nil cmp
+// is a *protocol.ConfigError.
 //
 // The view costs O(log n + limit) per changed row; when rows of the window
 // leave it, their places are taken from rows held after the window, and
@@ -252,6 +257,17 @@ func (v *View[K, T]) order(a, b viewEntry[K, T]) int {
 // applyLocked follows one event's changes. The collection is locked for
 // writing and its rows are the state after the event.
 func (v *View[K, T]) applyLocked(changes []Change[K, T]) {
+	if !v.c.opts.CrashOnPanic {
+		defer func() {
+			if r := recover(); r != nil {
+				// The list may be half updated: rebuild it at the next
+				// event, and tell the watchers something changed.
+				v.broken, v.dirty = true, true
+				v.signalLocked()
+				v.c.reportPanic("view compare", r, debug.Stack())
+			}
+		}()
+	}
 	for _, ch := range changes {
 		switch ch.Op {
 		case OpAdd:
@@ -276,6 +292,11 @@ func (v *View[K, T]) applyLocked(changes []Change[K, T]) {
 		v.list = v.list[:v.keep]
 		v.complete = false
 	}
+	v.signalLocked()
+}
+
+// signalLocked wakes the loops over Changes if the window changed.
+func (v *View[K, T]) signalLocked() {
 	if v.dirty {
 		v.dirty = false
 		v.seq++

@@ -409,3 +409,36 @@ func BenchmarkView(b *testing.B) {
 		})
 	}
 }
+
+// A panic in cmp while an event applies is reported, the event still
+// reaches the collection, and the view is right again after the next event.
+func TestViewComparePanic(t *testing.T) {
+	var reported atomic.Int32
+	c := newPosts(store.Options[int64, Post]{OnError: func(err error) {
+		var pe *protocol.PanicError
+		if errors.As(err, &pe) {
+			reported.Add(1)
+		}
+	}})
+	defer c.Close()
+	var explode atomic.Bool
+	v := testutil.Must(store.NewView(c, func(a, b Post) int {
+		if explode.Load() && (a.Title == "boom" || b.Title == "boom") {
+			panic("boom")
+		}
+		return byViewsDesc(a, b)
+	}, 2))
+	defer v.Close()
+	apply(t, c, ev(handlers.KindInit, `[{"id":1,"views":1},{"id":2,"views":2},{"id":3,"views":3}]`))
+	explode.Store(true)
+	apply(t, c, ev(handlers.KindUpdate, `[{"id":1,"views":9,"title":"boom"}]`))
+	if reported.Load() != 1 || c.Stats().ListenerPanics != 1 {
+		t.Fatalf("reported %d", reported.Load())
+	}
+	if p, _ := c.Get(1); p.Views != 9 {
+		t.Fatalf("the event was not applied: %+v", p)
+	}
+	explode.Store(false)
+	apply(t, c, ev(handlers.KindCreate, `[{"id":4,"views":0}]`))
+	checkWindow(t, "after the panic", c, v, 2)
+}
