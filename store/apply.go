@@ -143,7 +143,7 @@ func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
 	}
 	initial := !c.synced
 	var changes []Change[K, T]
-	notify := len(c.listeners) > 0
+	notify := len(c.listeners) > 0 || len(c.views) > 0
 	compare := notify || resync
 	changed := 0
 	// Into an empty replica (the first init, typically) nothing can be
@@ -198,7 +198,7 @@ func (c *Collection[K, T]) upsert(items []T, size int64) {
 		c.avgRow = size
 	}
 	var changes []Change[K, T]
-	notify := len(c.listeners) > 0
+	notify := len(c.listeners) > 0 || len(c.views) > 0
 	for _, item := range items {
 		if ch, changed := c.setLocked(c.opts.Key(item), item, notify); changed && notify {
 			changes = append(changes, ch)
@@ -221,7 +221,7 @@ func (c *Collection[K, T]) remove(keys []K) {
 		// held are ignored.
 		if old, ok := c.rows[k]; ok {
 			c.deleteLocked(k)
-			if len(c.listeners) > 0 {
+			if len(c.listeners) > 0 || len(c.views) > 0 {
 				changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old})
 			}
 		}

@@ -79,7 +79,7 @@ type Options[K comparable, T any] struct {
 	// OnError receives, once per occurrence of a condition rather than once
 	// per attempt, what the replica cannot fix by itself: a reconcile the
 	// server refused, reconciles that keep failing, and recovered panics of
-	// listeners (*protocol.PanicError). Errors of the events themselves
+	// listeners and of views' comparisons (*protocol.PanicError). Errors of the events themselves
 	// (rows that do not decode) are returned by Handle to the manager,
 	// which reports them to its OnError. nil means they are only logged.
 	OnError func(error)
@@ -108,7 +108,8 @@ type Stats struct {
 	ReconcileChanges uint64
 	// ReconcileTime is the time spent in reconciles, summed.
 	ReconcileTime time.Duration
-	// ListenerPanics counts recovered panics of listeners.
+	// ListenerPanics counts recovered panics of listeners (and of the
+	// comparisons of views).
 	ListenerPanics uint64
 }
 
@@ -130,6 +131,7 @@ type Collection[K comparable, T any] struct {
 	rows      map[K]T
 	indexes   map[string]*index[K, T]
 	listeners map[*listener[K, T]]struct{}
+	views     map[*View[K, T]]struct{} // updated while events apply
 	synced    bool
 	syncedCh  chan struct{}
 	closedCh  chan struct{} // closed by Close
@@ -202,6 +204,7 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 		rows:      make(map[K]T),
 		indexes:   make(map[string]*index[K, T], len(opts.Indexers)),
 		listeners: make(map[*listener[K, T]]struct{}),
+		views:     make(map[*View[K, T]]struct{}),
 		syncedCh:  make(chan struct{}),
 		closedCh:  make(chan struct{}),
 		soon:      make(chan struct{}, 1),

@@ -91,8 +91,33 @@
 //
 // Subscribe defaults the query to every row (limit -1; Directus would
 // apply its default of 100) and refuses queries a replica cannot follow:
-// event-only subscriptions, offset and page, and fields without the primary
-// key. A positive limit is accepted with a warning.
+// event-only subscriptions, offset and page, fields without the primary
+// key, and a sort with a positive limit (read such a window through a
+// View, below). A positive limit without a sort is accepted with a warning.
+//
+// # Sorted windows
+//
+// A View (NewView) reads a Collection as its first N rows in an order: a
+// leaderboard, the latest 20 posts. Directus cannot keep such a window for
+// a replica: it applies a subscription's sort and limit to the init only, so
+// events bring changed rows inside the window or not, and nothing tells
+// which row takes the place of one that left; Subscribe refuses the query.
+// A View is instead kept over a
+// replica of the whole (filtered) set, and its window is exact: after every
+// applied event it equals the collection's rows sorted by the view's
+// comparison, ties broken by key, cut to N.
+//
+// The window is updated while the event applies, under the collection's
+// lock, so it shares the collection's atomicity: View.Rows answers from the
+// same state as Get or Range would at that moment (inside Range, from the
+// state Range holds), and never shows half an event. View.Changes yields
+// the window each time an event changes it (rows that entered, left, moved
+// or changed), coalesced for a slow reader rather than queued, with the
+// keys that entered and the rows that left since the window yielded
+// before. A view costs O(log n + N) per changed row, and a scan of the
+// collection at most once per max(N, 256) rows leaving the window. The
+// window is only as fresh as the replica under it: the divergence above
+// applies to it unchanged.
 //
 // A Collection is also a plain handlers.Handler and can replicate any
 // subscription it is given; Subscribe adds the query checks and reconcile.

@@ -102,6 +102,9 @@ func (c *Collection[K, T]) notifyLocked(changes []Change[K, T]) {
 	if len(changes) == 0 {
 		return
 	}
+	for v := range c.views {
+		v.applyLocked(changes)
+	}
 	size := c.rowSize()
 	for l := range c.listeners {
 		l.push(changes, size)

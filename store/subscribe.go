@@ -33,9 +33,16 @@ var (
 // init has been applied. The query defaults to every row (limit -1, where
 // Directus would apply its default of 100); queries a replica cannot follow
 // are refused with *QueryError: event-only subscriptions, offset and page
-// (an event re-read through them skips rows), and fields that leave out the
-// primary key. A positive limit is accepted with a warning: rows pushed out
-// of the first N send no event, so only reconcile notices.
+// (an event re-read through them skips rows), fields that leave out the
+// primary key, and a sort with a positive limit (a window such as "the
+// latest 20"). Directus applies sort and limit to the init only: events
+// bring any changed row that matches the filter, inside the window or not,
+// and nothing tells which row takes the place of one that left, so such a
+// replica would silently stop being the window (docs/PROTOCOL.md §5.5).
+// Subscribe to the whole filtered set instead and read the window through
+// NewView, which stays exact after every event. A positive limit without a
+// sort is accepted with a warning: only reconcile corrects what it lets in
+// or out.
 //
 // A first init with rows of which not one decodes into T (the collection's
 // keys do not fit K, or its fields not T) fails Subscribe with a
@@ -97,8 +104,14 @@ func (c *Collection[K, T]) replicaQuery(opts manager.SubscribeOptions) (*protoco
 	if len(q.Fields) > 0 && !slices.Contains(q.Fields, "*") && !slices.Contains(q.Fields, c.opts.KeyField) {
 		return nil, &QueryError{Reason: "fields leave out the primary key " + c.opts.KeyField}
 	}
+	if q.Limit > 0 && len(q.Sort) > 0 {
+		return nil, &QueryError{Reason: "sort with a positive limit: events ignore both (any changed row that matches the filter arrives, " +
+			"inside the window or not) and no event tells which row takes the place of one that left; " +
+			"subscribe to the whole (filtered) set and read it through store.NewView, a sorted window that stays exact"}
+	}
 	if q.Limit > 0 {
-		c.log.Warn("replicating only the first rows: rows pushed out of them send no event and are only corrected by reconcile", "limit", q.Limit)
+		c.log.Warn("replicating only the first rows: rows pushed out of them send no event and are only corrected by reconcile; "+
+			"for the first rows in an order, subscribe to every row and read them through store.NewView", "limit", q.Limit)
 	}
 	return &q, nil
 }
