@@ -132,12 +132,15 @@ type Collection[K comparable, T any] struct {
 	indexes   map[string]*index[K, T]
 	listeners map[*listener[K, T]]struct{}
 	views     map[*View[K, T]]struct{} // updated while events apply
-	synced    bool
-	syncedCh  chan struct{}
-	closedCh  chan struct{} // closed by Close
-	waitMu    sync.Mutex
-	applied   chan struct{} // made by WaitFor, closed after the next applied event
-	closed    bool
+	// afterUnlock runs once the lock taken for a change is released: what
+	// must not run under it, such as OnError.
+	afterUnlock []func()
+	synced      bool
+	syncedCh    chan struct{}
+	closedCh    chan struct{} // closed by Close
+	waitMu      sync.Mutex
+	applied     chan struct{} // made by WaitFor, closed after the next applied event
+	closed      bool
 
 	// ctl guards the subscription and the reconcile loop.
 	ctl       sync.Mutex
@@ -230,8 +233,13 @@ func (c *Collection[K, T]) lock() {
 }
 
 func (c *Collection[K, T]) unlock() {
+	after := c.afterUnlock
+	c.afterUnlock = nil
 	c.mu.Unlock()
 	c.rangeMu.Unlock()
+	for _, f := range after {
+		f()
+	}
 }
 
 // Get returns the row with key k.

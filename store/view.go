@@ -264,7 +264,8 @@ func (v *View[K, T]) applyLocked(changes []Change[K, T]) {
 				// event, and tell the watchers something changed.
 				v.broken, v.dirty = true, true
 				v.signalLocked()
-				v.c.reportPanic("view compare", r, debug.Stack())
+				stack := debug.Stack()
+				v.c.afterUnlock = append(v.c.afterUnlock, func() { v.c.reportPanic("view compare", r, stack) })
 			}
 		}()
 	}
