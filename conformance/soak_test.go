@@ -89,6 +89,11 @@ func scenarioSoak(t *testing.T, tg Target) {
 	faults := []string{"cut", "kill", "stall", "reconnect", "refuse"}
 	counts := map[string]int{}
 	killed := 0
+	// The sessions the last fault broke: the final checks wait for both
+	// clients to be past it, since a cut the client has not noticed yet
+	// looks like a live session.
+	var proxiedBefore, directBefore int
+	directDropped := false
 	deadline := time.Now().Add(dur)
 	// Every kind of fault comes at least once, however short the soak.
 	for round := 0; round < len(faults) || time.Now().Before(deadline); round++ {
@@ -103,6 +108,8 @@ func scenarioSoak(t *testing.T, tg Target) {
 			fault = "cut"
 		}
 		counts[fault]++
+		proxiedBefore, directBefore = len(proxied.Connects()), len(direct.Connects())
+		directDropped = fault == "kill" || fault == "reconnect"
 		switch fault {
 		case "cut": // both sides get a reset
 			proxy.Cut()
@@ -117,6 +124,7 @@ func scenarioSoak(t *testing.T, tg Target) {
 		case "stall": // a silent link: the client's pings notice it
 			s := proxied.Conn().Session()
 			if s == nil {
+				proxiedBefore-- // nothing to stall: the session to come is past it
 				continue
 			}
 			proxy.Stall(true)
@@ -144,6 +152,12 @@ func scenarioSoak(t *testing.T, tg Target) {
 	t.Logf("soak: %v, faults %v, %d writes (%d failed), %d creates seen by the event-only subscription, reconnects: proxied %d, direct %d",
 		dur, counts, w.ok.Load(), w.failed.Load(), creates.Load(), len(proxied.Connects())-1, len(direct.Connects())-1)
 
+	wctx, wcancel := within(ctx, restartTimeout)
+	must(t, proxied.waitFor(wctx, func(_ []error, c []conn.ConnectReason) bool { return len(c) > proxiedBefore }))
+	if directDropped {
+		must(t, direct.waitFor(wctx, func(_ []error, c []conn.ConnectReason) bool { return len(c) > directBefore }))
+	}
+	wcancel()
 	rp.check(ctx, t, srv, "proxied")
 	rd.check(ctx, t, srv, "direct")
 	// The event-only subscription has no rows; its resync proves it is
