@@ -129,6 +129,11 @@ func newSession(c *Conn, id uint64, ws *websocket.Conn, raw *rawConn) *Session {
 	} else {
 		ws.SetReadLimit(c.cfg.ReadLimit)
 	}
+	// The read loop reads with a context that is never canceled
+	// (coder/websocket arms and disarms a timer per Read for a context that
+	// can be): a session that ends closes its socket instead, which ends the
+	// read.
+	context.AfterFunc(ctx, s.closeNow)
 	s.wg.Add(2)
 	go s.readLoop()
 	go s.writeLoop()
@@ -436,7 +441,7 @@ func (s *Session) readLoop() {
 	s.readGoid.Store(goid.Current())
 	var seq uint64
 	for {
-		_, b, err := s.ws.Read(s.ctx)
+		_, b, err := s.ws.Read(context.Background())
 		if err != nil {
 			s.end(s.readError(err))
 			return
