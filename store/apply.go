@@ -70,6 +70,11 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 // array at once; if that fails, rows are decoded one by one so that one bad
 // row costs only itself.
 func (c *Collection[K, T]) decodeItems(ev handlers.Event) ([]T, error) {
+	if data := bytes.TrimSpace(ev.Data); len(data) > 0 && data[0] == '[' {
+		if items, ok := decodeParallel[T](data); ok {
+			return items, nil
+		}
+	}
 	items, err := handlers.Items[T](ev)
 	if err == nil {
 		return items, nil

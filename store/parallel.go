@@ -1,0 +1,157 @@
+package store
+
+import (
+	"encoding/json"
+	"runtime"
+	"sync"
+)
+
+// parallelMin is the size of a rows array from which it is decoded in
+// chunks on every core: below it, the goroutines and the chunk copies cost
+// more than they save. An init of 100,000 rows is megabytes; an event of a
+// few rows stays on the fast path.
+const parallelMin = 256 << 10
+
+// decodeParallel decodes a JSON array of rows (data, trimmed, starting with
+// '[') in chunks on all cores, each chunk a copy of consecutive elements in
+// brackets, and joins them in order, so that the result is the one
+// json.Unmarshal of the whole array would give. It reports false when the
+// array is small, when only one core is usable, or when any chunk fails:
+// the caller then decodes the usual way, which finds the bad rows one by
+// one.
+//
+// data comes from protocol.DecodeMessage, which validated the frame, so the
+// element boundaries found by the scan are those of valid JSON; a malformed
+// array (a caller of Handle with hand-made events) at worst splits badly,
+// and then a chunk fails to decode and the usual path reports it.
+func decodeParallel[T any](data []byte) ([]T, bool) {
+	workers := runtime.GOMAXPROCS(0)
+	if len(data) < parallelMin || workers < 2 {
+		return nil, false
+	}
+	bounds := splitArray(data, workers*4)
+	if len(bounds) < 2 {
+		return nil, false
+	}
+	parts := make([][]T, len(bounds))
+	failed := make([]bool, len(bounds))
+	next := make(chan int, len(bounds))
+	for i := range bounds {
+		next <- i
+	}
+	close(next)
+	var wg sync.WaitGroup
+	for range min(workers, len(bounds)) {
+		wg.Go(func() {
+			var buf []byte
+			for i := range next {
+				b := bounds[i]
+				buf = append(append(append(buf[:0], '['), data[b[0]:b[1]]...), ']')
+				if json.Unmarshal(buf, &parts[i]) != nil {
+					failed[i] = true
+				}
+			}
+		})
+	}
+	wg.Wait()
+	n := 0
+	for i, p := range parts {
+		if failed[i] {
+			return nil, false
+		}
+		n += len(p)
+	}
+	items := make([]T, 0, n)
+	for i := range parts {
+		items = append(items, parts[i]...)
+		parts[i] = nil // the chunk's backing array can go while the rest are copied
+	}
+	return items, true
+}
+
+// splitArray cuts the elements of the JSON array data into at most about
+// want runs of consecutive elements of similar byte size, returned as
+// [start, end) offsets of the runs' text in data (without the separating
+// commas at their ends). An empty or unscannable array gives none.
+func splitArray(data []byte, want int) [][2]int {
+	i := skipWS(data, 1)
+	if i >= len(data) || data[i] == ']' {
+		return nil
+	}
+	target := max((len(data)-2)/want, 1)
+	var out [][2]int
+	start := i
+	for i < len(data) {
+		end := skipJSONValue(data, i)
+		if end <= i || end > len(data) {
+			return nil
+		}
+		j := skipWS(data, end)
+		if j >= len(data) {
+			return nil
+		}
+		switch data[j] {
+		case ']':
+			if skipWS(data, j+1) != len(data) {
+				return nil // text after the array: json.Unmarshal refuses it, so must this
+			}
+			return append(out, [2]int{start, end})
+		case ',':
+			if end-start >= target {
+				out = append(out, [2]int{start, end})
+				start = skipWS(data, j+1)
+			}
+			i = skipWS(data, j+1)
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipJSONValue returns the index just past the JSON value that starts at
+// b[i], or len(b) when it does not end.
+func skipJSONValue(b []byte, i int) int {
+	if i >= len(b) {
+		return len(b)
+	}
+	switch b[i] {
+	case '"':
+		for i++; i < len(b); i++ {
+			switch b[i] {
+			case '\\':
+				i++
+			case '"':
+				return i + 1
+			}
+		}
+		return len(b)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			case '"':
+				i = skipJSONValue(b, i) - 1
+			}
+		}
+		return len(b)
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
+		i++
+	}
+	return i
+}
