@@ -351,3 +351,25 @@ func roundTripUID(t *testing.T, u protocol.UID) protocol.UID {
 	}
 	return back.UID
 }
+
+// FuzzValidJSON holds the frame scanner's idea of valid JSON to
+// encoding/json's: DecodeMessage validates with it alone.
+func FuzzValidJSON(f *testing.F) {
+	for _, s := range []string{
+		`{}`, `[]`, `""`, `0`, `-0`, `01`, `1.`, `1.5e+3`, `1e`, `-`, `true`, `tru`, `nul`, `null `, ` {"a":1} `,
+		`{"a":1,}`, `[1,]`, `{"a" 1}`, `{1:2}`, `"\u00e9"`, `"\u00g9"`, `"\x"`, "\"\x01\"", "\"\xff\"", `"\/\b\f\n\r\t\"\\"`,
+		`{"type":"subscription","event":"create","data":[{"id":1,"t":"a,]}"}],"uid":"s"}`, `[[[[]]]]`, `{"a":[{"b":{}}]}x`,
+		strings.Repeat("[", 10000) + strings.Repeat("]", 10000), strings.Repeat("[", 10001) + strings.Repeat("]", 10001),
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		want := json.Valid(b)
+		if got := protocol.ValidJSON(b); got != want {
+			t.Fatalf("ValidJSON(%q) = %v, json.Valid %v", b, got, want)
+		}
+		if _, err := protocol.DecodeMessage(b); !want && err == nil {
+			t.Fatalf("DecodeMessage(%q) accepted invalid JSON", b)
+		}
+	})
+}

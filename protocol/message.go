@@ -349,11 +349,11 @@ type wireMessage struct {
 // data is decoded only by whoever needs it (an init of 100,000 rows is one
 // frame). b must therefore not be modified afterwards.
 func DecodeMessage(b []byte) (*Message, error) {
-	if !json.Valid(b) {
+	w, valid, object := splitFrame(b)
+	if !valid {
 		return nil, &ProtocolError{Reason: "invalid JSON", Size: len(b), Err: json.Unmarshal(b, new(struct{}))}
 	}
-	w, ok := splitObject(b)
-	if !ok {
+	if !object {
 		return nil, &ProtocolError{Reason: "not a JSON object", Size: len(b)}
 	}
 	m := &Message{Data: nullToNil(w.Data), Meta: nullToNil(w.Meta)}
