@@ -61,8 +61,14 @@ func main() {
 		quiet   = flag.Duration("quiet", 5*time.Second, "give up on a client after this long without an event")
 		replot  = flag.String("replot", "", "only redraw -svg from this compare.json")
 		pause   = flag.Duration("pause", time.Second, "firehose: pause between the init and the first event (lets the client apply the init first)")
+		preset  = flag.String("workload", "", "a workload of issue 15's table, setting the flags it names unless given: firehose (-n 1000 -m 200000), batches (-n 1000 -m 20000 -batch 50), biginit (-n 100000 -m 1000), steady (-n 10000, 1,000 writes/s for 20 s, live only)")
+		batch   = flag.Int("batch", 0, "writes are batch updates of this many rows each (0: the usual mix)")
 	)
 	flag.Parse()
+	if err := applyPreset(*preset); err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(2)
+	}
 	if *child != "" {
 		err := harness.RunChild(harness.ChildArgs{Client: *child, URL: *url, Token: *token, Events: *events, Times: *times, CPUProfile: *cpuprof}, os.Stdin, os.Stdout)
 		if err != nil {
@@ -78,7 +84,7 @@ func main() {
 		}
 		return
 	}
-	cfg := config{n: *n, m: *m, seed: *seed, runs: *runs, pacedRate: *pRate, pacedSeconds: *pSecs, node: *node, sdkDir: *sdkDir, outDir: *outDir, svg: *svg, quiet: *quiet, pause: *pause, noFirehose: *noFire, profDir: *profDir, url: *url, token: *token}
+	cfg := config{preset: *preset, batch: *batch, n: *n, m: *m, seed: *seed, runs: *runs, pacedRate: *pRate, pacedSeconds: *pSecs, node: *node, sdkDir: *sdkDir, outDir: *outDir, svg: *svg, quiet: *quiet, pause: *pause, noFirehose: *noFire, profDir: *profDir, url: *url, token: *token}
 	for _, c := range strings.Split(*clients, ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			cfg.clients = append(cfg.clients, c)
@@ -91,6 +97,8 @@ func main() {
 }
 
 type config struct {
+	preset         string
+	batch          int
 	n, m           int
 	seed           uint64
 	runs           int
@@ -118,7 +126,7 @@ func defaultNode() string {
 
 func (c *config) spec(name string) (harness.ProcSpec, error) {
 	switch name {
-	case "lib", "lib-q1m", "minimal":
+	case "lib", "lib-q1m", "lib-b1m", "minimal":
 		return harness.GoSpec(name)
 	case "sdk-iter", "sdk-listener":
 		return harness.NodeSpec(c.node, c.sdkDir, strings.TrimPrefix(name, "sdk-")), nil
@@ -151,8 +159,10 @@ type fireResult struct {
 	EventsPerSec, CPUPerEvent         float64 // events/s (wall), CPU µs per event
 	InitMS, InitCPUMS                 float64
 	HeapPerRow, LivePerRow, RSSPerRow float64
-	Correct                           int // runs with a correct replica
-	Resubscribes                      int // resyncs the client asked for, over all runs
+	PeakRSS                           float64 // bytes, whole process (VmHWM)
+	CPUEventsMS, EventsMS             float64 // CPU and wall time from the first init applied to the final state
+	Correct                           int     // runs with a correct replica
+	Resubscribes                      int     // resyncs the client asked for, over all runs
 }
 
 type ratio struct {
@@ -209,6 +219,9 @@ func run(cfg config) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
 	defer cancel()
 	w := harness.NewWorkload(cfg.seed, cfg.n, cfg.m)
+	if cfg.batch > 0 {
+		w = harness.NewBatchWorkload(cfg.seed, cfg.n, cfg.m, cfg.batch)
+	}
 	rep := &report{When: time.Now().UTC(), Machine: machine(cfg), N: cfg.n, M: cfg.m, Seed: cfg.seed, Events: w.Events, Runs: cfg.runs}
 	fmt.Printf("workload: seed %d, init %d rows, %d writes -> %d events per subscription\n", cfg.seed, cfg.n, cfg.m, w.Events)
 
@@ -229,12 +242,18 @@ func run(cfg config) error {
 	}
 
 	// Live at full speed; the recorder keeps the frames for the firehose.
-	full, recording, err := live(ctx, cfg, w, 0, true, nil, "", "")
-	if err != nil {
-		return err
+	// A paced comparison without the firehose (the steady workload) needs
+	// neither.
+	var recording harness.Recording
+	if !cfg.noFirehose || cfg.pacedRate <= 0 {
+		full, rec, err := live(ctx, cfg, w, 0, true, nil, "", "")
+		if err != nil {
+			return err
+		}
+		rep.Live = append(rep.Live, *full)
+		recording = rec
+		rep.Recording = recording.String()
 	}
-	rep.Live = append(rep.Live, *full)
-	rep.Recording = recording.String()
 	// Live at a paced rate: the first writes of the same workload.
 	if cfg.pacedRate > 0 && cfg.pacedSeconds > 0 {
 		k := int(cfg.pacedRate * cfg.pacedSeconds.Seconds())
@@ -243,6 +262,7 @@ func run(cfg config) error {
 			return err
 		}
 		rep.Live = append(rep.Live, *paced)
+		printLiveRatios(paced)
 	}
 
 	if cfg.noFirehose {
@@ -297,6 +317,9 @@ func run(cfg config) error {
 		f.HeapPerRow = median(f.Runs, func(r harness.Result) float64 { return r.HeapPerRow })
 		f.LivePerRow = median(f.Runs, func(r harness.Result) float64 { return r.LivePerRow })
 		f.RSSPerRow = median(f.Runs, func(r harness.Result) float64 { return r.RSSPerRow })
+		f.PeakRSS = median(f.Runs, func(r harness.Result) float64 { return r.PeakRSS })
+		f.CPUEventsMS = median(f.Runs, func(r harness.Result) float64 { return r.CPUEventsMS })
+		f.EventsMS = median(f.Runs, func(r harness.Result) float64 { return r.DoneAt() - r.FirstInitAt })
 		for _, r := range f.Runs {
 			if r.Correct {
 				f.Correct++
@@ -318,6 +341,7 @@ func run(cfg config) error {
 		rep.Notes = append(rep.Notes, "skipped: "+s)
 	}
 	printFirehose(rep)
+	printTable(cfg, fires)
 	return writeReport(cfg, rep)
 }
 
@@ -376,6 +400,9 @@ func live(ctx context.Context, cfg config, w *harness.Workload, rate float64, re
 			return nil, recording, err
 		}
 		times := filepath.Join(cfg.outDir, tag+"-"+name+".times")
+		if cfg.profDir != "" && !strings.HasPrefix(name, "sdk-") {
+			spec.Argv = append(spec.Argv, "-cpuprofile", filepath.Join(cfg.profDir, tag+"-"+name+".pprof"))
+		}
 		p, err := harness.StartProc(ctx, spec, url, token, w.Events, times)
 		if err != nil {
 			return nil, recording, err

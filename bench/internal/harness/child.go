@@ -71,6 +71,9 @@ type Result struct {
 	LivePerRow float64 `json:"live_per_row"`
 	RSSPerRow  float64 `json:"rss_per_row"`
 	RSSBytes   float64 `json:"rss_bytes"`
+	// PeakRSS is the largest resident set of the whole process up to the
+	// final state (VmHWM), in bytes.
+	PeakRSS float64 `json:"peak_rss,omitempty"`
 
 	// CPU time (user + system) of the whole process, in milliseconds:
 	// from connecting to the init applied, and from then to the final state.
@@ -136,10 +139,15 @@ func NewGoClient(kind string, marks *Marks) (Client, error) {
 		// The library with a subscription queue that holds a whole
 		// firehose, so that it never overflows and resyncs.
 		return &LibClient{Marks: marks, ManagerOptions: &manager.Options{QueueSize: 1 << 20}}, nil
+	case "lib-b1m":
+		// The library with a subscription queue bounded at 1 MiB of data
+		// instead of DefaultQueueBytes: what the queue's budget costs in
+		// peak memory.
+		return &LibClient{Marks: marks, ManagerOptions: &manager.Options{QueueBytes: 1 << 20}}, nil
 	case "minimal":
 		return &MinimalClient{Marks: marks}, nil
 	}
-	return nil, fmt.Errorf("unknown client %q (want lib, lib-q1m or minimal)", kind)
+	return nil, fmt.Errorf("unknown client %q (want lib, lib-q1m, lib-b1m or minimal)", kind)
 }
 
 func unixMS(t time.Time) float64 {
@@ -211,7 +219,7 @@ func RunChild(a ChildArgs, stdin io.Reader, stdout io.Writer) error {
 		}
 		res.Quiet = true
 	}
-	cpu2 := CPUTime()
+	cpu2, peak := CPUTime(), PeakRSS()
 	if a.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -232,6 +240,7 @@ func RunChild(a ChildArgs, stdin io.Reader, stdout io.Writer) error {
 	res.Rows, res.Missing, res.Extra, res.Changed, res.Correct = len(rows), d.Missing, d.Extra, d.Changed, d.OK()
 	res.HeapPerRow, res.LivePerRow, res.RSSPerRow = PerRow(before, after, len(rows))
 	res.RSSBytes = float64(after.RSS)
+	res.PeakRSS = peak
 	res.Goroutines = runtime.NumGoroutine()
 	if a.Times != "" {
 		if err := writeTimes(a.Times, times); err != nil {

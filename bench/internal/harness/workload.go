@@ -427,3 +427,21 @@ func ReadRows(path string) (map[int64]Post, error) {
 	}
 	return out, nil
 }
+
+// NewBatchWorkload draws an init of n rows (at least rows) and m batch
+// updates of rows rows each: one update frame of rows rows per write, the
+// batches workload of the comparison.
+func NewBatchWorkload(seed uint64, n, m, rows int) *Workload {
+	w := NewWorkload(seed, max(n, rows), 0)
+	rng := rand.New(rand.NewPCG(seed^0x5bd1e995, seed))
+	w.Ops = make([]Op, m)
+	for i := range w.Ops {
+		picks := make([]uint64, rows)
+		for j := range picks {
+			picks[j] = rng.Uint64()
+		}
+		w.Ops[i] = Op{Kind: OpUpdateBatch, Picks: picks, Patch: randomPatch(rng)}
+	}
+	w.Events = m
+	return w
+}
