@@ -24,8 +24,13 @@ const (
 
 	// DefaultQueueBytes bounds the data (the frames' "data" and "meta") a
 	// subscription's queue holds. A single event larger than that (a large
-	// init) still passes when the queue is empty.
-	DefaultQueueBytes int64 = 8 << 20
+	// init) still passes when the queue is empty. 1 MiB of rows decodes
+	// in some 10 to 20 ms into a store, so a handler that keeps up frees
+	// the quarter the read loop waits for well within DefaultOverflowWait,
+	// while a reader ahead of its handler holds little: with 8 MiB, a firehose of 50-row batches doubled the peak
+	// memory of the process against a client with no queue (bench/README.md,
+	// batches).
+	DefaultQueueBytes int64 = 1 << 20
 
 	// DefaultInitTimeout is how long a subscribe may wait for its init
 	// before it is sent again. Directus answers some failures with nothing
