@@ -70,16 +70,26 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 // array at once; if that fails, rows are decoded one by one so that one bad
 // row costs only itself.
 func (c *Collection[K, T]) decodeItems(ev handlers.Event) ([]T, error) {
-	if data := bytes.TrimSpace(ev.Data); len(data) > 0 && data[0] == '[' {
-		if items, ok := decodeParallel[T](data); ok {
+	unmarshal := c.opts.Unmarshal
+	if unmarshal == nil {
+		unmarshal = json.Unmarshal
+	}
+	data := bytes.TrimSpace(ev.Data)
+	if len(data) > 0 && data[0] == '[' {
+		if items, ok := decodeParallel[T](data, unmarshal); ok {
 			return items, nil
 		}
 	}
-	items, err := handlers.Items[T](ev)
+	var items []T
+	var err error
+	if c.opts.Unmarshal == nil {
+		items, err = handlers.Items[T](ev)
+	} else {
+		items, err = itemsWith[T](ev.Kind, data, unmarshal)
+	}
 	if err == nil {
 		return items, nil
 	}
-	data := bytes.TrimSpace(ev.Data)
 	if len(data) == 0 || data[0] != '[' {
 		c.badRows.Add(1)
 		return nil, err
@@ -93,7 +103,7 @@ func (c *Collection[K, T]) decodeItems(ev handlers.Event) ([]T, error) {
 	items = make([]T, 0, len(raws))
 	for i, raw := range raws {
 		var item T
-		if e := json.Unmarshal(raw, &item); e != nil {
+		if e := unmarshal(raw, &item); e != nil {
 			c.badRows.Add(1)
 			errs = append(errs, fmt.Errorf("row %d: %w", i, e))
 			continue
@@ -330,4 +340,26 @@ func (c *Collection[K, T]) markSyncedLocked() {
 		c.synced = true
 		close(c.syncedCh)
 	}
+}
+
+// itemsWith is handlers.Items with the decoder of Options.Unmarshal.
+func itemsWith[T any](kind handlers.Kind, data []byte, unmarshal func([]byte, any) error) ([]T, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
+	switch data[0] {
+	case '[':
+		var items []T
+		if err := unmarshal(data, &items); err != nil {
+			return nil, &handlers.ShapeError{Kind: kind, Want: "an array of items", Err: err}
+		}
+		return items, nil
+	case '{':
+		var item T
+		if err := unmarshal(data, &item); err != nil {
+			return nil, &handlers.ShapeError{Kind: kind, Want: "an item", Err: err}
+		}
+		return []T{item}, nil
+	}
+	return nil, &handlers.ShapeError{Kind: kind, Want: "an array or an object"}
 }

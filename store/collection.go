@@ -89,6 +89,15 @@ type Options[K comparable, T any] struct {
 
 	// Logger receives warnings (bad rows, reconcile failures); nil is silent.
 	Logger *slog.Logger
+
+	// Unmarshal decodes rows: the data of an event (a JSON array of rows, or
+	// one row) into a *[]T or a *T, as json.Unmarshal does, which is used
+	// when nil. It lets a faster decoder be plugged in without the library
+	// depending on it (bench/README.md, "Row decoders", measures some). It
+	// may be called from several goroutines at once (a large init is
+	// decoded in chunks on every core), and must refuse what is not JSON:
+	// the rows it returns replace the replica's.
+	Unmarshal func(data []byte, v any) error
 }
 
 // Stats are a Collection's counters.

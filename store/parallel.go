@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"runtime"
 	"sync"
 )
@@ -24,7 +23,7 @@ const parallelMin = 256 << 10
 // element boundaries found by the scan are those of valid JSON; a malformed
 // array (a caller of Handle with hand-made events) at worst splits badly,
 // and then a chunk fails to decode and the usual path reports it.
-func decodeParallel[T any](data []byte) ([]T, bool) {
+func decodeParallel[T any](data []byte, unmarshal func([]byte, any) error) ([]T, bool) {
 	workers := runtime.GOMAXPROCS(0)
 	if len(data) < parallelMin || workers < 2 {
 		return nil, false
@@ -47,7 +46,7 @@ func decodeParallel[T any](data []byte) ([]T, bool) {
 			for i := range next {
 				b := bounds[i]
 				buf = append(append(append(buf[:0], '['), data[b[0]:b[1]]...), ']')
-				if json.Unmarshal(buf, &parts[i]) != nil {
+				if unmarshal(buf, &parts[i]) != nil {
 					failed[i] = true
 				}
 			}

@@ -6,7 +6,10 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/e41af43e/directus-realtime/handlers"
 )
 
 type prow struct {
@@ -43,7 +46,7 @@ func TestDecodeParallelEqualsUnmarshal(t *testing.T) {
 		if len(data) < parallelMin {
 			t.Fatalf("array of %d rows is %d bytes, under parallelMin", n, len(data))
 		}
-		got, ok := decodeParallel[prow](data)
+		got, ok := decodeParallel[prow](data, json.Unmarshal)
 		if !ok {
 			t.Fatalf("%d rows: not decoded in parallel", n)
 		}
@@ -78,18 +81,18 @@ func TestDecodeParallelRefuses(t *testing.T) {
 		if json.Unmarshal([]byte(data), &want) == nil {
 			t.Fatalf("%s: json.Unmarshal accepts it; the case is wrong", name)
 		}
-		if _, ok := decodeParallel[prow]([]byte(data)); ok {
+		if _, ok := decodeParallel[prow]([]byte(data), json.Unmarshal); ok {
 			t.Errorf("%s: the parallel path accepted what json.Unmarshal refuses", name)
 		}
 	}
 }
 
 func TestDecodeParallelSmallOrOneCore(t *testing.T) {
-	if _, ok := decodeParallel[prow]([]byte(`[{"id":1}]`)); ok {
+	if _, ok := decodeParallel[prow]([]byte(`[{"id":1}]`), json.Unmarshal); ok {
 		t.Fatal("a small array took the parallel path")
 	}
 	withProcs(t, 1)
-	if _, ok := decodeParallel[prow]([]byte(strings.TrimSpace(bigArray(3000)))); ok {
+	if _, ok := decodeParallel[prow]([]byte(strings.TrimSpace(bigArray(3000))), json.Unmarshal); ok {
 		t.Fatal("one core took the parallel path")
 	}
 }
@@ -123,4 +126,41 @@ func FuzzSplitArray(f *testing.F) {
 			t.Fatalf("%q: %d elements in the runs, %d in the array", s, len(joined), len(all))
 		}
 	})
+}
+
+// Options.Unmarshal decodes every row: of a small event, of an init
+// decoded in chunks, and row by row when a row is bad.
+func TestOptionsUnmarshal(t *testing.T) {
+	withProcs(t, 4)
+	var calls atomic.Int64
+	c, err := New(Options[int64, prow]{
+		Key:       func(p prow) int64 { return p.ID },
+		Unmarshal: func(b []byte, v any) error { calls.Add(1); return json.Unmarshal(b, v) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := []byte(bigArray(3000))
+	if err := c.Handle(handlers.Event{Kind: handlers.KindInit, Data: big}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != 3000 || calls.Load() < 2 {
+		t.Fatalf("%d rows after the init, %d calls of Unmarshal", c.Len(), calls.Load())
+	}
+	calls.Store(0)
+	if err := c.Handle(handlers.Event{Kind: handlers.KindCreate, Data: []byte(`{"id":5000,"title":"x"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 1 || c.Len() != 3001 {
+		t.Fatalf("create: %d calls, %d rows", calls.Load(), c.Len())
+	}
+	calls.Store(0)
+	err = c.Handle(handlers.Event{Kind: handlers.KindCreate, Data: []byte(`[{"id":5001},{"id":"bad"},{"id":5002}]`)})
+	if err == nil || c.Len() != 3003 {
+		t.Fatalf("a bad row among good ones: err %v, %d rows", err, c.Len())
+	}
+	if calls.Load() != 4 { // the array, then each of its three rows
+		t.Fatalf("a bad row: %d calls of Unmarshal", calls.Load())
+	}
 }
