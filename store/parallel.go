@@ -32,7 +32,17 @@ func decodeParallel[T any](data []byte, unmarshal func([]byte, any) error) ([]T,
 	if len(bounds) < 2 {
 		return nil, false
 	}
-	parts := make([][]T, len(bounds))
+	// The split counted the elements of each run: the rows are decoded in
+	// place into one slice of the final size, each run into its own window
+	// of it (a slice of zero length and the run's capacity, which
+	// json.Unmarshal appends to), so that no chunk grows a slice of its own
+	// and nothing is copied after. A decoder that does not decode in place
+	// (Options.Unmarshal) is copied into the window.
+	total := 0
+	for _, b := range bounds {
+		total += b.n
+	}
+	items := make([]T, total)
 	failed := make([]bool, len(bounds))
 	next := make(chan int, len(bounds))
 	for i := range bounds {
@@ -43,48 +53,57 @@ func decodeParallel[T any](data []byte, unmarshal func([]byte, any) error) ([]T,
 	for range min(workers, len(bounds)) {
 		wg.Go(func() {
 			var buf []byte
+			off := 0
 			for i := range next {
 				b := bounds[i]
-				buf = append(append(append(buf[:0], '['), data[b[0]:b[1]]...), ']')
-				if unmarshal(buf, &parts[i]) != nil {
+				off = b.first
+				window := items[off : off : off+b.n]
+				buf = append(append(append(buf[:0], '['), data[b.start:b.end]...), ']')
+				part := window
+				if unmarshal(buf, &part) != nil || len(part) != b.n {
 					failed[i] = true
+					continue
+				}
+				if b.n > 0 && &part[0] != &items[off] {
+					copy(items[off:off+b.n], part)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	n := 0
-	for i, p := range parts {
-		if failed[i] {
+	for _, f := range failed {
+		if f {
 			return nil, false
 		}
-		n += len(p)
-	}
-	items := make([]T, 0, n)
-	for i := range parts {
-		items = append(items, parts[i]...)
-		parts[i] = nil // the chunk's backing array can go while the rest are copied
 	}
 	return items, true
 }
 
+// run is a run of consecutive elements of a JSON array: its text is
+// data[start:end], it holds n elements, the first of which is element
+// number first of the array.
+type run struct {
+	start, end, first, n int
+}
+
 // splitArray cuts the elements of the JSON array data into at most about
-// want runs of consecutive elements of similar byte size, returned as
-// [start, end) offsets of the runs' text in data (without the separating
-// commas at their ends). An empty or unscannable array gives none.
-func splitArray(data []byte, want int) [][2]int {
+// want runs of consecutive elements of similar byte size (the text of a run
+// leaves out the comma that follows it). An empty or unscannable array
+// gives none.
+func splitArray(data []byte, want int) []run {
 	i := skipWS(data, 1)
 	if i >= len(data) || data[i] == ']' {
 		return nil
 	}
 	target := max((len(data)-2)/want, 1)
-	var out [][2]int
-	start := i
+	var out []run
+	cur := run{start: i}
 	for i < len(data) {
 		end := skipJSONValue(data, i)
 		if end <= i || end > len(data) {
 			return nil
 		}
+		cur.n++
 		j := skipWS(data, end)
 		if j >= len(data) {
 			return nil
@@ -94,11 +113,13 @@ func splitArray(data []byte, want int) [][2]int {
 			if skipWS(data, j+1) != len(data) {
 				return nil // text after the array: json.Unmarshal refuses it, so must this
 			}
-			return append(out, [2]int{start, end})
+			cur.end = end
+			return append(out, cur)
 		case ',':
-			if end-start >= target {
-				out = append(out, [2]int{start, end})
-				start = skipWS(data, j+1)
+			if end-cur.start >= target {
+				cur.end = end
+				out = append(out, cur)
+				cur = run{start: skipWS(data, j+1), first: cur.first + cur.n}
 			}
 			i = skipWS(data, j+1)
 		default:

@@ -117,8 +117,11 @@ func FuzzSplitArray(f *testing.F) {
 		var joined []json.RawMessage
 		for _, r := range runs {
 			var part []json.RawMessage
-			if err := json.Unmarshal([]byte("["+string(data[r[0]:r[1]])+"]"), &part); err != nil {
-				t.Fatalf("run %q of %q: %v", data[r[0]:r[1]], s, err)
+			if err := json.Unmarshal([]byte("["+string(data[r.start:r.end])+"]"), &part); err != nil {
+				t.Fatalf("run %q of %q: %v", data[r.start:r.end], s, err)
+			}
+			if len(part) != r.n || r.first != len(joined) {
+				t.Fatalf("run %q of %q: %d elements from %d, counted %d from %d", data[r.start:r.end], s, len(part), len(joined), r.n, r.first)
 			}
 			joined = append(joined, part...)
 		}
