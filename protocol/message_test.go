@@ -114,3 +114,21 @@ func TestCredentialsNeverPrinted(t *testing.T) {
 		}
 	}
 }
+
+// UnmarshalJSON called directly (not through json.Unmarshal, which
+// validates first) refuses what its fast path for plain strings must not
+// accept, and decodes the rest as json.Unmarshal does.
+func TestUIDUnmarshalDirect(t *testing.T) {
+	for _, in := range []string{`"abc`, `"a"b"`, `"`, "\"a\x01\""} {
+		var u UID
+		if err := u.UnmarshalJSON([]byte(in)); err == nil {
+			t.Errorf("%q: accepted as %q", in, u)
+		}
+	}
+	for in, want := range map[string]UID{`"abc"`: "abc", `"a\"b"`: `a"b`, `"é"`: "é", "\"\xff\"": "\ufffd", `7`: "7"} {
+		var u UID
+		if err := u.UnmarshalJSON([]byte(in)); err != nil || u != want {
+			t.Errorf("%q: %q, %v; want %q", in, u, err, want)
+		}
+	}
+}
