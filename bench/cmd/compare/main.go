@@ -5,6 +5,10 @@
 // two documented reading styles). Each client runs in a process of its own.
 //
 //	go run ./bench/cmd/compare [-n 100000] [-m 100000] [-runs 5] [-svg bench/throughput.svg]
+//	go run ./bench/cmd/compare -workload firehose|batches|biginit|steady -runs 3 -clients lib,minimal
+//
+// The second form runs one row of issue 15's table and prints its ratios
+// lib / minimal of CPU, wall and peak memory (bench/README.md §10).
 //
 // Two phases:
 //
