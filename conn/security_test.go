@@ -349,12 +349,19 @@ func TestWSSWithCustomCA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The certificate error ends Connect at once; the bound only keeps
-		// a regression from waiting for ever (a loaded machine takes its
-		// time over the TLS handshake).
+		// The certificate error ends the first Connect at once (no retry
+		// mends the client's trust); the bound only keeps a regression
+		// from waiting for ever (a loaded machine takes its time over the
+		// TLS handshake).
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err = c.Connect(ctx)
 		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%v without the CA: Connect retried until its deadline: %v", auth, err)
+		}
+		if st := c.State(); st != conn.StateClosed {
+			t.Errorf("%v without the CA: state %v, want closed", auth, st)
+		}
 		var unknown x509.UnknownAuthorityError
 		var verify *tls.CertificateVerificationError
 		if err == nil || !errors.As(err, &unknown) || !errors.As(err, &verify) {

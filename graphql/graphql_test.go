@@ -2,6 +2,7 @@ package graphql_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -605,5 +606,23 @@ func TestExpiredJWTWithoutRenewal(t *testing.T) {
 	m2 := newManager(t, s, conn.Auth{Token: tok})
 	if err := m2.Connect(ctx); !errors.Is(err, conn.ErrCredentialsExpired) {
 		t.Fatalf("Connect with an expired JWT = %v, want ErrCredentialsExpired", err)
+	}
+}
+
+// A server certificate the client does not trust ends the first Connect at
+// once with the crypto/x509 error: no retry mends the client's trust.
+func TestUntrustedCertificateEndsFirstConnect(t *testing.T) {
+	s := directustest.NewTLSServer(&directustest.Options{GraphQL: true})
+	t.Cleanup(s.Close)
+	m := newManager(t, s, conn.Auth{Token: directustest.AdminToken})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := m.Connect(ctx)
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Connect = %v, want the x509.UnknownAuthorityError at once", err)
+	}
+	if st := m.State(); st != conn.StateClosed {
+		t.Fatalf("state %v, want closed", st)
 	}
 }

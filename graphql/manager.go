@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/internal/certerr"
 	"github.com/e41af43e/directus-realtime/internal/goid"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
@@ -201,6 +202,10 @@ func (m *Manager) supervise() {
 			var ae *authError
 			if errors.As(err, &ae) && !connected {
 				m.finish(ae.err)
+				return
+			}
+			if certerr.Is(err) && !connected {
+				m.finish(err) // see internal/certerr
 				return
 			}
 			if errors.Is(err, conn.ErrCredentialsExpired) {
