@@ -186,6 +186,7 @@ func logout(t *testing.T, srv *directustest.Server, refresh string) {
 // reconnecting through dial errors and 401s with a token source, proactive
 // refresh with a token source, and failed auth in public mode.
 func TestSecretsNeverExposedDuringReauthAndReconnect(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	t.Run("email/password, then rotated and revoked refresh tokens", func(t *testing.T) {
 		srv := newServer(t, nil)
 		w := newLeakWatch(directustest.AdminPassword)
