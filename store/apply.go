@@ -41,7 +41,7 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 			c.log.Error("no row of the init decodes into the replica's type; rows kept, retrying later", "err", err)
 			return fe
 		}
-		changes := c.replace(items, ev.Resync, rowSize(ev.Data, len(items)))
+		changes := c.replace(items, ev.Resync, rowSize(ev.Data, len(items)), ev.Received)
 		if ev.Resync {
 			c.lastResyncChanges.Store(int64(changes))
 		}
@@ -52,7 +52,7 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 		return c.onceErr(err)
 	case handlers.KindCreate, handlers.KindUpdate:
 		items, err := c.decodeItems(ev)
-		c.upsert(items, rowSize(ev.Data, len(items)))
+		c.upsert(items, rowSize(ev.Data, len(items)), ev.Received)
 		return err
 	case handlers.KindDelete:
 		keys, err := c.decodeKeys(ev)
@@ -132,11 +132,17 @@ func rowSize(data []byte, n int) int64 {
 // deleted, changed ones updated, new ones added, all in one step. It
 // returns how many rows changed (counted only for a resync, whose rows are
 // compared: what a reconcile corrected).
-func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
+func (c *Collection[K, T]) replace(items []T, resync bool, size int64, at time.Time) int {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
 		return 0
+	}
+	if c.seen != nil && !at.IsZero() {
+		// The init shows every row at once: what it holds is newer than
+		// any filter exit received before it.
+		c.initAt = at
+		clear(c.seen)
 	}
 	if size > 0 {
 		c.avgRow = size
@@ -188,7 +194,7 @@ func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
 	return changed
 }
 
-func (c *Collection[K, T]) upsert(items []T, size int64) {
+func (c *Collection[K, T]) upsert(items []T, size int64, at time.Time) {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
@@ -200,7 +206,9 @@ func (c *Collection[K, T]) upsert(items []T, size int64) {
 	var changes []Change[K, T]
 	notify := len(c.listeners) > 0 || len(c.views) > 0
 	for _, item := range items {
-		if ch, changed := c.setLocked(c.opts.Key(item), item, notify); changed && notify {
+		k := c.opts.Key(item)
+		c.seenLocked(k, at)
+		if ch, changed := c.setLocked(k, item, notify); changed && notify {
 			changes = append(changes, ch)
 		}
 	}
@@ -221,6 +229,7 @@ func (c *Collection[K, T]) remove(keys []K) {
 		// held are ignored.
 		if old, ok := c.rows[k]; ok {
 			c.deleteLocked(k)
+			delete(c.seen, k)
 			if len(c.listeners) > 0 || len(c.views) > 0 {
 				changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old})
 			}

@@ -54,6 +54,10 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 		return nil, err
 	}
 	opts.Query = q
+	exits, noExits, err := c.exitPlan(opts, q)
+	if err != nil {
+		return nil, err
+	}
 	c.ctl.Lock()
 	defer c.ctl.Unlock()
 	if c.isClosed() {
@@ -62,9 +66,25 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 	if c.sub != nil {
 		return nil, ErrSubscribed
 	}
+	var comp *manager.Subscription
+	if exits != nil {
+		comp = c.startExits(ctx, m, opts, exits)
+	} else {
+		c.setExits(false, noExits)
+	}
+	fail := func(err error) (*manager.Subscription, error) {
+		if comp != nil {
+			_ = comp.Unsubscribe()
+			c.lock()
+			c.seen = nil
+			c.unlock()
+			c.setExits(false, "")
+		}
+		return nil, err
+	}
 	sub, err := m.Subscribe(ctx, opts, c)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	// The manager returns when the init arrived; a replica is ready when it
 	// has been applied.
@@ -72,13 +92,17 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 	case <-c.firstInit:
 	case <-ctx.Done():
 		_ = sub.Unsubscribe()
-		return nil, ctx.Err()
+		return fail(ctx.Err())
 	}
 	if c.firstErr != nil {
 		_ = sub.Unsubscribe()
-		return nil, c.firstErr
+		return fail(c.firstErr)
 	}
 	c.sub = sub
+	if comp != nil {
+		c.companion = comp
+		c.endWith(sub, comp)
+	}
 	if c.opts.ReconcileInterval > 0 {
 		c.stopLoop = make(chan struct{})
 		c.loopDone = make(chan struct{})
@@ -147,7 +171,7 @@ func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 	changes := int(c.lastResyncChanges.Load())
 	switch {
 	case errors.Is(err, manager.ErrResyncRefused):
-		changes = c.replace(nil, true, 0)
+		changes = c.replace(nil, true, 0, time.Time{})
 		c.reconcileFailures.Add(1)
 		cause := sub.Stats().LastError
 		if c.setFailure(ErrRefused, cause) {

@@ -288,3 +288,25 @@ func (p *parser) field(name string, v any) ([]*node, error) {
 	}
 	return out, nil
 }
+
+// MatchFields evaluates the filter on a row whose fields are still raw
+// JSON, as an event's rows decode into map[string]json.RawMessage: only the
+// fields the filter reads are decoded. A field that does not decode counts
+// as absent.
+func (f *Filter) MatchFields(row map[string]json.RawMessage) Result {
+	vals := make(map[string]any, len(f.fields))
+	for _, name := range f.fields {
+		raw, ok := row[name]
+		if !ok {
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var v any
+		if dec.Decode(&v) != nil {
+			continue
+		}
+		vals[name] = v
+	}
+	return f.Match(vals)
+}
