@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/e41af43e/directus-realtime/handlers"
@@ -48,6 +49,10 @@ const (
 type exitWatch[K comparable, T any] struct {
 	c *Collection[K, T]
 	f *filter.Filter
+	// sub is the companion subscription, once Subscribe returned it, and
+	// overflows the count of its queue overflows last seen.
+	sub       atomic.Pointer[manager.Subscription]
+	overflows atomic.Uint64
 }
 
 // Handle evaluates the filter on each updated row. A row that does not
@@ -62,8 +67,19 @@ func (w *exitWatch[K, T]) Handle(ev handlers.Event) error {
 		c.errorEvents.Add(1)
 		c.reconcileSoon()
 		return nil
+	case handlers.KindInit:
+		// The init of an event-only subscription carries nothing. One
+		// after a queue overflow follows lost updates, which only a
+		// reconcile can stand for; after a reconnect, the replica's own
+		// fresh init does (the companion is restored first).
+		if sub := w.sub.Load(); sub != nil && ev.Resync {
+			if n := sub.Stats().Overflows; n > w.overflows.Swap(n) {
+				c.reconcileSoon()
+			}
+		}
+		return nil
 	default:
-		return nil // the init of an event-only subscription carries nothing
+		return nil
 	}
 	c.exitChecks.Add(1)
 	rows, err := handlers.Items[map[string]json.RawMessage](ev)
@@ -198,7 +214,11 @@ func (c *Collection[K, T]) startExits(ctx context.Context, m *manager.Manager, o
 	c.lock()
 	c.seen = make(map[K]time.Time)
 	c.unlock()
-	comp, err := m.Subscribe(ctx, c.companionOptions(opts, f), &exitWatch[K, T]{c: c, f: f})
+	w := &exitWatch[K, T]{c: c, f: f}
+	comp, err := m.Subscribe(ctx, c.companionOptions(opts, f), w)
+	if err == nil {
+		w.sub.Store(comp)
+	}
 	if err != nil {
 		c.lock()
 		c.seen = nil

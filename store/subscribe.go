@@ -103,7 +103,9 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 		c.companion = comp
 		c.endWith(sub, comp)
 	}
-	if c.opts.ReconcileInterval > 0 {
+	if c.opts.ReconcileInterval > 0 || comp != nil {
+		// With filter exits followed, reconciles are also asked for when
+		// the companion lost events; without an interval, only then.
 		c.stopLoop = make(chan struct{})
 		c.loopDone = make(chan struct{})
 		go c.reconcileLoop(sub, c.stopLoop, c.loopDone)
@@ -227,8 +229,12 @@ func (c *Collection[K, T]) reconcileLoop(sub *manager.Subscription, stop, done c
 	for {
 		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(every))
 		due := time.Now().Add(every + jitter)
-		c.setNextReconcile(due)
 		t := time.NewTimer(time.Until(due))
+		if every > 0 {
+			c.setNextReconcile(due)
+		} else {
+			t.Stop() // reconciles on demand only
+		}
 		select {
 		case <-stop:
 			t.Stop()
