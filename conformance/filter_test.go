@@ -34,6 +34,9 @@ var filterCases = []struct {
 	sure   bool
 }{
 	{`{"status":{"_eq":"published"}}`, true},
+	{`{"status":"published"}`, true}, // a bare value is _eq
+	{`{"views":{"_eq":null}}`, true},
+	{`{"views":{"_neq":null}}`, true},
 	{`{"status":{"_neq":"draft"}}`, true},
 	{`{"views":{"_gt":"5"}}`, true},
 	{`{"views":{"_gte":5}}`, true},
@@ -113,6 +116,7 @@ func scenarioFilterExits(t *testing.T, tg Target) {
 			case got == filter.Unknown && fc.sure:
 				t.Errorf("%s on row %d %s: the evaluator cannot tell; it should", fc.filter, id, rowText(row))
 			case got == filter.Unknown:
+				t.Logf("%s on row %d %s: left to the server, which says %v", fc.filter, id, rowText(row), in[id])
 			case (got == filter.Yes) != in[id]:
 				t.Errorf("%s on row %d %s: the evaluator says %v, the server's answer %v", fc.filter, id, rowText(row), got, in[id])
 			default:
