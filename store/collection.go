@@ -59,8 +59,8 @@ type Options[K comparable, T any] struct {
 
 	// ReconcileInterval, when positive, re-reads the subscription's query
 	// that often (with ±10% jitter) and corrects the replica: rows that left
-	// a filter (Directus sends no event for that), missed events and writes
-	// that emitted none. Error events, a refused reconcile and an init with
+	// a filter the replica cannot follow itself (see FilterExits), missed
+	// events and writes that emitted none. Error events, a refused reconcile and an init with
 	// no decodable row bring the next reconcile forward, paced by Retry.
 	ReconcileInterval time.Duration
 

@@ -44,6 +44,11 @@ var (
 // sort is accepted with a warning: only reconcile corrects what it lets in
 // or out.
 //
+// A filtered replica also subscribes, before its own subscription, to the
+// collection's updates with only the primary key and the fields its filter
+// reads, to remove rows that leave the filter at once (Options.FilterExits,
+// the package documentation); that subscription ends with the replica's.
+//
 // A first init with rows of which not one decodes into T (the collection's
 // keys do not fit K, or its fields not T) fails Subscribe with a
 // *FailureError matching ErrUndecodable, rather than give a replica that
