@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/directustest"
 	"github.com/e41af43e/directus-realtime/handlers"
 	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
@@ -273,5 +275,70 @@ func TestFilterExitOrdering(t *testing.T) {
 	}
 	if st := c.Stats(); st.FilterExits != 1 || st.BadRows != 1 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A companion whose queue overflows lost filter exits: the replica
+// reconciles, though it has no reconcile interval.
+func TestFilterExitsCompanionOverflow(t *testing.T) {
+	srv := directustest.NewServer(nil)
+	defer srv.Close()
+	var keys []any
+	for range 6 {
+		rows := testutil.Must(srv.Quiet().Create("posts", map[string]any{"title": "x", "status": "published"}))
+		keys = append(keys, rows[0]["id"])
+	}
+	stalls := make(chan string, 16)
+	m := testutil.Must(manager.New(&conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.AdminToken}, PingInterval: -1,
+		OnError: func(err error) {
+			var se *manager.StallError
+			if errors.As(err, &se) {
+				stalls <- se.UID
+			}
+		}}, &manager.Options{OverflowWait: time.Millisecond}))
+	defer m.Close()
+	if err := m.Connect(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	c := newPosts(store.Options[int64, Post]{})
+	defer c.Close()
+	if _, err := c.Subscribe(ctx(t), m, manager.SubscribeOptions{Collection: "posts", Persistent: true, Query: publishedOnly(), QueueSize: 1}); err != nil {
+		t.Fatal(err)
+	}
+	var compUID string
+	for _, info := range m.ActiveSubscriptions() {
+		if info.Options.Event == protocol.EventUpdate {
+			compUID = info.UID
+		}
+	}
+	// While Range holds the replica, the companion's first exit waits for
+	// it and the next updates overflow the companion's queue of one. The
+	// replica's own subscription gets nothing: the rows leave its filter.
+	var stalled error
+	c.Range(func(int64, Post) bool {
+		for _, k := range keys {
+			testutil.Must(srv.Update("posts", []any{k}, map[string]any{"status": "draft"}))
+		}
+		wctx := ctx(t)
+		for {
+			select {
+			case uid := <-stalls:
+				if uid != compUID {
+					continue
+				}
+			case <-wctx.Done():
+				stalled = wctx.Err()
+			}
+			return false
+		}
+	})
+	if stalled != nil {
+		t.Fatalf("the companion never overflowed: %v", stalled)
+	}
+	if err := c.WaitFor(ctx(t), func() bool { return c.Len() == 0 }); err != nil {
+		t.Fatalf("rows whose exits were discarded are still held (%v): %v, stats %+v", err, c.Keys(), c.Stats())
+	}
+	if st := c.Stats(); st.Reconciles == 0 {
+		t.Fatalf("no reconcile after the companion's overflow: %+v", st)
 	}
 }
