@@ -83,7 +83,11 @@
 // replica's own subscription sends an update for it (docs/PROTOCOL.md §5.2).
 // The two subscriptions are handled by two goroutines: an exit received
 // before the update or init that last showed the row is ignored, so a row
-// that left and came back stays.
+// that left and came back stays. That relies on the frames' order on the
+// connection; a real Directus, which dispatches events concurrently, may
+// send the re-entry's update before the exit's (two writes of one row
+// within milliseconds), and the row is then missing until its next update
+// or reconcile.
 //
 // This is exact within one event for filters on the row's own fields with
 // _eq (and bare values), _neq, _in, _nin, _lt, _lte, _gt, _gte, _between,
