@@ -56,7 +56,7 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 		return err
 	case handlers.KindDelete:
 		keys, err := c.decodeKeys(ev)
-		c.remove(keys)
+		c.remove(keys, ev.Received)
 		return err
 	case handlers.KindError:
 		// Directus sent an error instead of an event: that event is lost.
@@ -162,6 +162,9 @@ func (c *Collection[K, T]) replace(items []T, resync bool, size int64, at time.T
 	}
 	for _, item := range items {
 		k := c.opts.Key(item)
+		if c.exitedLocked(k, at) {
+			continue // it left the filter after this read
+		}
 		if seen != nil {
 			seen[k] = struct{}{}
 		}
@@ -184,6 +187,7 @@ func (c *Collection[K, T]) replace(items []T, resync bool, size int64, at time.T
 			changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old, Initial: initial, Resync: resync})
 		}
 	}
+	c.advanceLocked(at)
 	c.inits.Add(1)
 	if resync {
 		c.resyncs.Add(1)
@@ -207,17 +211,21 @@ func (c *Collection[K, T]) upsert(items []T, size int64, at time.Time) {
 	notify := len(c.listeners) > 0 || len(c.views) > 0
 	for _, item := range items {
 		k := c.opts.Key(item)
+		if c.exitedLocked(k, at) {
+			continue // the row as it was before it left the filter
+		}
 		c.seenLocked(k, at)
 		if ch, changed := c.setLocked(k, item, notify); changed && notify {
 			changes = append(changes, ch)
 		}
 	}
+	c.advanceLocked(at)
 	c.events.Add(1)
 	c.notifyLocked(changes)
 	c.appliedLocked()
 }
 
-func (c *Collection[K, T]) remove(keys []K) {
+func (c *Collection[K, T]) remove(keys []K, at time.Time) {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
@@ -235,6 +243,7 @@ func (c *Collection[K, T]) remove(keys []K) {
 			}
 		}
 	}
+	c.advanceLocked(at)
 	c.events.Add(1)
 	c.notifyLocked(changes)
 	c.appliedLocked()

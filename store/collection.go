@@ -181,6 +181,14 @@ type Collection[K comparable, T any] struct {
 	// arrived (under lock): a filter exit older than either is stale.
 	seen   map[K]time.Time
 	initAt time.Time
+	// mainAt is when the last event or init of the replica's own
+	// subscription that was applied arrived, and tombs the keys of exits
+	// that arrived after it (in tombQ, in order): the replica's own events
+	// older than such an exit show the row before it left, and are not
+	// applied to it (under lock).
+	mainAt time.Time
+	tombs  map[K]time.Time
+	tombQ  []tomb[K]
 	// companion is the subscription that follows filter exits (ctl).
 	companion *manager.Subscription
 

@@ -134,6 +134,11 @@ func (c *Collection[K, T]) exit(keys []K, at time.Time) {
 	notify := len(c.listeners) > 0 || len(c.views) > 0
 	n := 0
 	for _, k := range keys {
+		if c.mainAt.Before(at) {
+			// The replica's own events lag this one: those still to
+			// come that are older show the row before it left.
+			c.tombLocked(k, at)
+		}
 		old, ok := c.rows[k]
 		if !ok {
 			continue
@@ -153,6 +158,54 @@ func (c *Collection[K, T]) exit(keys []K, at time.Time) {
 	}
 	c.filterExits.Add(uint64(n))
 	c.notifyLocked(changes)
+}
+
+// maxTombs bounds the exits remembered while the replica's own events lag
+// behind the companion's; past it the oldest are forgotten (an event older
+// than a forgotten exit may bring its row back until the next update or
+// reconcile).
+const maxTombs = 1 << 16
+
+type tomb[K comparable] struct {
+	k  K
+	at time.Time
+}
+
+func (c *Collection[K, T]) tombLocked(k K, at time.Time) {
+	if len(c.tombQ) >= maxTombs {
+		c.dropTombLocked()
+	}
+	c.tombs[k] = at
+	c.tombQ = append(c.tombQ, tomb[K]{k: k, at: at})
+}
+
+func (c *Collection[K, T]) dropTombLocked() {
+	tb := c.tombQ[0]
+	if c.tombs[tb.k] == tb.at {
+		delete(c.tombs, tb.k)
+	}
+	c.tombQ[0] = tomb[K]{}
+	c.tombQ = c.tombQ[1:]
+}
+
+// exitedLocked reports whether an event of the replica's own subscription
+// that arrived at at is older than an exit of k: it shows the row before
+// it left the filter.
+func (c *Collection[K, T]) exitedLocked(k K, at time.Time) bool {
+	t, ok := c.tombs[k]
+	return ok && at.Before(t)
+}
+
+// advanceLocked records that the replica's own events arrived up to at,
+// and forgets the exits they have caught up with.
+func (c *Collection[K, T]) advanceLocked(at time.Time) {
+	if c.seen == nil || !c.mainAt.Before(at) {
+		return
+	}
+	c.mainAt = at
+	for len(c.tombQ) > 0 && !c.tombQ[0].at.After(at) {
+		c.dropTombLocked()
+	}
 }
 
 // seenLocked records when the replica's own subscription last showed k
@@ -213,6 +266,7 @@ func (c *Collection[K, T]) companionOptions(opts manager.SubscribeOptions, f *fi
 func (c *Collection[K, T]) startExits(ctx context.Context, m *manager.Manager, opts manager.SubscribeOptions, f *filter.Filter) *manager.Subscription {
 	c.lock()
 	c.seen = make(map[K]time.Time)
+	c.tombs = make(map[K]time.Time)
 	c.unlock()
 	w := &exitWatch[K, T]{c: c, f: f}
 	comp, err := m.Subscribe(ctx, c.companionOptions(opts, f), w)
@@ -221,7 +275,7 @@ func (c *Collection[K, T]) startExits(ctx context.Context, m *manager.Manager, o
 	}
 	if err != nil {
 		c.lock()
-		c.seen = nil
+		c.seen, c.tombs = nil, nil
 		c.unlock()
 		c.setExits(false, "the companion subscription failed: "+err.Error())
 		return nil

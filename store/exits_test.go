@@ -269,8 +269,21 @@ func TestFilterExitOrdering(t *testing.T) {
 	if _, ok := c.Get(2); !ok {
 		t.Fatal("an exit the filter could not decide removed a row")
 	}
+	// The other way round: row 4 came in at t=9 and left at t=10, and the
+	// exit is handled before the update that brought it in. That update
+	// shows the row before it left: it is not applied, nor is an init read
+	// before the exit; an update after it is.
+	apply(t, w, at(10, handlers.KindUpdate, `[{"id":4,"status":"draft"}]`))
+	apply(t, c, at(9, handlers.KindUpdate, `[{"id":4,"status":"published","title":"in"}]`))
+	if _, ok := c.Get(4); ok {
+		t.Fatal("an update older than the row's exit brought it back")
+	}
+	apply(t, c, at(11, handlers.KindUpdate, `[{"id":4,"status":"published","title":"back"}]`))
+	if p, ok := c.Get(4); !ok || p.Title != "back" {
+		t.Fatalf("an update after the exit was not applied: %+v %v", p, ok)
+	}
 	// A key of the wrong type is reported, not fatal.
-	if err := w.Handle(at(8, handlers.KindUpdate, `[{"id":"x","status":"draft"}]`)); err == nil {
+	if err := w.Handle(at(12, handlers.KindUpdate, `[{"id":"x","status":"draft"}]`)); err == nil {
 		t.Fatal("a bad key was not reported")
 	}
 	if st := c.Stats(); st.FilterExits != 1 || st.BadRows != 1 {

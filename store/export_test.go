@@ -25,6 +25,7 @@ func ExitWatch[K comparable, T any](c *Collection[K, T], f map[string]any) (Hand
 	}
 	c.lock()
 	c.seen = make(map[K]time.Time)
+	c.tombs = make(map[K]time.Time)
 	c.unlock()
 	return &exitWatch[K, T]{c: c, f: flt}
 }

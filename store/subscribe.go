@@ -81,7 +81,7 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 		if comp != nil {
 			_ = comp.Unsubscribe()
 			c.lock()
-			c.seen = nil
+			c.seen, c.tombs = nil, nil
 			c.unlock()
 			c.setExits(false, "")
 		}
