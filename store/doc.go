@@ -81,9 +81,13 @@
 // at once a row it holds that surely no longer matches: listeners hear an
 // OpDelete with FilterExit set. A row entering the filter needs nothing: the
 // replica's own subscription sends an update for it (docs/PROTOCOL.md §5.2).
-// The two subscriptions are handled by two goroutines: an exit received
-// before the update or init that last showed the row is ignored, so a row
-// that left and came back stays. That relies on the frames' order on the
+// The two subscriptions are handled by two goroutines, ordered by when
+// their frames arrived: an exit received before the update or init that
+// last showed the row is ignored, so a row that left and came back stays;
+// and an update or init of the replica's own that arrived before an exit
+// already applied is not applied to that row, so a row that came in and
+// left again stays out (the replica remembers up to 65,536 such exits while
+// its own events lag behind the companion's). That relies on the frames' order on the
 // connection; a real Directus, which dispatches events concurrently, may
 // send the re-entry's update before the exit's (two writes of one row
 // within milliseconds), and the row is then missing until its next update
