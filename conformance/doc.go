@@ -27,7 +27,7 @@
 //	profile  server settings                                         scenarios
 //	default  handshake auth, Directus defaults                       TestAuthForms, TestAuthFailures, TestPermissions,
 //	                                                                 TestSubscriptionLifecycle, TestEvents, TestSingleItem,
-//	                                                                 TestFilterExit, TestQuietWrites (directustest only),
+//	                                                                 TestFilterExit, TestFilterExits, TestQuietWrites (directustest only),
 //	                                                                 TestRestartDuringWrites, TestSoak; over /graphql:
 //	                                                                 TestGraphQLAuth, TestGraphQLLimits, TestGraphQLEvents,
 //	                                                                 TestGraphQLWire, TestGraphQLReplicaRestart

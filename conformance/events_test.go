@@ -9,8 +9,10 @@ import (
 
 	"github.com/e41af43e/directus-realtime/conn"
 	"github.com/e41af43e/directus-realtime/handlers"
+	"github.com/e41af43e/directus-realtime/internal/testutil"
 	"github.com/e41af43e/directus-realtime/manager"
 	"github.com/e41af43e/directus-realtime/protocol"
+	"github.com/e41af43e/directus-realtime/store"
 )
 
 // R1, R5, R6, R8, R9, P4: events of REST writes, batches included, and
@@ -233,9 +235,10 @@ func scenarioSingleItem(t *testing.T, tg Target) {
 }
 
 // R2, R3, R4, R8: a filtered replica. An item leaving the filter sends no
-// event (there is no leave event); Reconcile removes it. Entering sends an
-// update; deletes reach the filtered subscription even for rows it never
-// held.
+// event (there is no leave event); with filter exits off, the replica keeps
+// it and Reconcile removes it (TestFilterExits has the default, which
+// removes it at once). Entering sends an update; deletes reach the filtered
+// subscription even for rows it never held.
 func TestFilterExit(t *testing.T) { run(t, scenarioFilterExit) }
 
 func scenarioFilterExit(t *testing.T, tg Target) {
@@ -245,7 +248,8 @@ func scenarioFilterExit(t *testing.T, tg Target) {
 	rest := srv.REST()
 	c := connect(ctx, t, srv, conn.Auth{Token: tg.Creds().AdminToken}, clientOpts{})
 
-	pub := newPosts(t)
+	pub := testutil.Must(store.New(store.Options[int64, Post]{Key: postKey, Logger: logger(t), FilterExits: store.FilterExitsOff}))
+	defer pub.Close()
 	subscribe(ctx, t, pub, c, manager.SubscribeOptions{Collection: "posts", Query: published})
 	pubUID := c.wireUID(t, func(f WireFrame) bool { return f.Coll == "posts" })
 	all := newPosts(t) // after pub: see TestSingleItem

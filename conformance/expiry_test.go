@@ -30,7 +30,7 @@ import (
 // It runs in parallel with TestHeartbeat: both only wait for time to pass
 // on the short profile, and neither restarts or resets what the other uses.
 func TestTokenExpiry(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	run(t, scenarioTokenExpiry)
 }
 
@@ -202,7 +202,7 @@ func jwtExp(tok string) time.Time {
 // never pings on its own stays up through several server pings: the client
 // answers each. Runs in parallel with TestTokenExpiry.
 func TestHeartbeat(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	run(t, scenarioHeartbeat)
 }
 

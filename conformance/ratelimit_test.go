@@ -31,13 +31,9 @@ const (
 // their init, none lost, and the limiter never drops a frame; unpaced,
 // what it drops is subscribed again until every one is active.
 func TestRateLimitedRestore(t *testing.T) {
-	if testing.Short() {
-		// The quick loop: its waits for the limiter overlap those of the
-		// other parallel scenarios (token expiry, heartbeat). It has a
-		// server of its own (the limited profile); the full run keeps it
-		// sequential, away from the timing of the real server's others.
-		t.Parallel()
-	}
+	// In -short it runs in parallel with the others (run); the full run
+	// keeps it sequential, away from the timing of the real server's
+	// other scenarios.
 	run(t, scenarioRateLimitedRestore)
 }
 

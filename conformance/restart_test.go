@@ -266,6 +266,11 @@ func scenarioRestartDuringWrites(t *testing.T, tg Target) {
 	r.check(ctx, t, srv, "after restart")
 	// One resync for the restart, one for the reconcile.
 	for _, info := range c.ActiveSubscriptions() {
+		if info.Options.Event != "" {
+			// The companion of the filtered replica's exits: restored,
+			// but an event-only subscription has nothing to reconcile.
+			continue
+		}
 		if info.Stats.Resyncs < 2 {
 			t.Errorf("subscription %s was not restored after the restart (%d resyncs)", info.UID, info.Stats.Resyncs)
 		}

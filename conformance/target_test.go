@@ -58,6 +58,12 @@ var profiles = map[Profile]Settings{
 // TOKEN_EXPIRED for a sign of trouble and backs off.
 var shortOfShort = Settings{Mode: conn.AuthHandshake, Heartbeat: time.Second, TokenTTL: 11 * time.Second, AuthTimeout: 5 * time.Second}
 
+// shortOfLimited is the limited profile of the embedded server under
+// -short: the same rate in a window of 250 ms, so that what the limiter
+// drops is answered with a delay a quarter as long.
+var shortOfLimited = Settings{Mode: conn.AuthHandshake, Heartbeat: 30 * time.Second, TokenTTL: 15 * time.Minute, AuthTimeout: 10 * time.Second,
+	RateLimit: directustest.RateLimit{Points: 50, Duration: 250 * time.Millisecond}}
+
 // Credentials of the seeded model. Empty fields are unknown: scenarios
 // that need them skip.
 type Credentials struct {
@@ -106,12 +112,28 @@ type Server interface {
 // run runs scenario against every target, as subtests "directustest" and
 // "directus".
 func run(t *testing.T, scenario func(t *testing.T, tg Target)) {
+	if testing.Short() {
+		// The quick loop has the embedded target only, a server of its
+		// own per scenario: they all wait for their timers together.
+		parallel(t)
+	}
 	t.Run("directustest", func(t *testing.T) {
 		scenario(t, newEmbedded(t))
 	})
 	t.Run("directus", func(t *testing.T) {
 		scenario(t, realTarget(t))
 	})
+}
+
+// parallelTests are the tests parallel has made parallel.
+var parallelTests sync.Map
+
+// parallel calls t.Parallel once, however many times it is asked to (by
+// the test itself and by run).
+func parallel(t *testing.T) {
+	if _, done := parallelTests.LoadOrStore(t, true); !done {
+		t.Parallel()
+	}
 }
 
 // --- directustest -----------------------------------------------------------
@@ -151,6 +173,9 @@ func (e *embedded) Server(t testing.TB, p Profile) Server {
 	}
 	if p == Short && testing.Short() {
 		set = shortOfShort
+	}
+	if p == Limited && testing.Short() {
+		set = shortOfLimited
 	}
 	srv := directustest.NewServer(&directustest.Options{
 		AuthMode:        directustest.AuthMode(set.Mode),

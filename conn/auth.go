@@ -2,13 +2,12 @@ package conn
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/e41af43e/directus-realtime/internal/jwtexp"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
@@ -148,10 +147,10 @@ func (c *credentials) next(ctx context.Context) (msg protocol.AuthMessage, jwtEx
 		if err != nil {
 			return msg, jwtExp, false, err
 		}
-		return protocol.AuthMessage{AccessToken: tok}, jwtExpiry(tok), true, nil
+		return protocol.AuthMessage{AccessToken: tok}, jwtexp.Expiry(tok), true, nil
 	}
 	if c.auth.Token != "" {
-		return protocol.AuthMessage{AccessToken: c.auth.Token}, jwtExpiry(c.auth.Token), true, nil
+		return protocol.AuthMessage{AccessToken: c.auth.Token}, jwtexp.Expiry(c.auth.Token), true, nil
 	}
 	c.mu.Lock()
 	rt, skip := c.refreshToken, c.skipRefresh
@@ -169,9 +168,9 @@ func (c *credentials) next(ctx context.Context) (msg protocol.AuthMessage, jwtEx
 func (c *credentials) upgradeToken(ctx context.Context) (string, time.Time, error) {
 	if c.auth.TokenSource != nil {
 		tok, err := c.auth.TokenSource(ctx)
-		return tok, jwtExpiry(tok), err
+		return tok, jwtexp.Expiry(tok), err
 	}
-	return c.auth.Token, jwtExpiry(c.auth.Token), nil
+	return c.auth.Token, jwtexp.Expiry(c.auth.Token), nil
 }
 
 // accepted records the outcome of an auth frame. It returns the new refresh
@@ -214,8 +213,7 @@ func (c *credentials) expiredForGood(now time.Time) bool {
 	if c.canRefresh() || c.auth.Token == "" {
 		return false
 	}
-	exp := jwtExpiry(c.auth.Token)
-	return !exp.IsZero() && !now.Before(exp)
+	return jwtexp.Expired(c.auth.Token, now)
 }
 
 // minLearnedTTL is the shortest lifetime learnTTL believes. A TOKEN_EXPIRED
@@ -265,28 +263,4 @@ func (c *credentials) refreshAt(authAt, jwtExp time.Time) time.Time {
 // a minute.
 func refreshMargin(lifetime time.Duration) time.Duration {
 	return min(max(lifetime/5, time.Second), time.Minute)
-}
-
-// jwtExpiry returns the exp claim of a JWT, or the zero time when tok is not
-// a JWT (static tokens never expire).
-func jwtExpiry(tok string) time.Time {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return time.Time{}
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return time.Time{}
-	}
-	var claims struct {
-		Exp json.Number `json:"exp"`
-	}
-	if json.Unmarshal(payload, &claims) != nil || claims.Exp == "" {
-		return time.Time{}
-	}
-	exp, err := claims.Exp.Float64()
-	if err != nil || exp <= 0 {
-		return time.Time{}
-	}
-	return time.Unix(int64(exp), 0)
 }

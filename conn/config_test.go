@@ -68,17 +68,6 @@ func jwtWith(payload string) string {
 	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload)) + ".sig"
 }
 
-func TestJWTExpiry(t *testing.T) {
-	if got := jwtExpiry(jwtWith(`{"id":"x","exp":1795402173,"iat":1795401273}`)); !got.Equal(time.Unix(1795402173, 0)) {
-		t.Errorf("exp = %v", got)
-	}
-	for _, tok := range []string{"admin-static-token-d1r3ctus", "a.b.c", jwtWith(`{"id":"x"}`), jwtWith(`{"exp":"soon"}`), jwtWith(`[]`), "..", ""} {
-		if got := jwtExpiry(tok); !got.IsZero() {
-			t.Errorf("%q: exp = %v, want none", tok, got)
-		}
-	}
-}
-
 func TestRefreshAt(t *testing.T) {
 	now := time.Unix(1_000_000, 0)
 	c := newCredentials(Auth{TokenSource: nil, Token: "static"})

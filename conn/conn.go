@@ -319,19 +319,18 @@ func (c *Conn) Items(ctx context.Context, msg protocol.ItemsMessage) (*protocol.
 // them. An auth frame is refused with a *protocol.ConfigError: the Conn
 // authenticates its sessions itself.
 func (c *Conn) Request(ctx context.Context, msg any) (*protocol.Message, error) {
-	b, err := json.Marshal(msg)
+	b, typ, err := protocol.EncodeClientFrame(msg)
 	if err != nil {
-		return nil, &protocol.ConfigError{Field: "message", Reason: "does not marshal to JSON: " + err.Error()}
-	}
-	if err := protocol.CheckClientFrame(b); err != nil {
 		return nil, err
 	}
+	if typ == protocol.TypeAuth {
+		return nil, &protocol.ConfigError{Field: "message", Reason: "auth frames are the Conn's own: credentials go in Config.Auth"}
+	}
+	// The fields by name, so that the fresh uid replaces one msg may have
+	// (a duplicate key would leave the server to pick one).
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(b, &fields); err != nil {
 		return nil, &protocol.ConfigError{Field: "message", Reason: err.Error()}
-	}
-	if string(fields["type"]) == `"auth"` {
-		return nil, &protocol.ConfigError{Field: "message", Reason: "auth frames are the Conn's own: credentials go in Config.Auth"}
 	}
 	ctx, cancel := c.requestContext(ctx)
 	defer cancel()

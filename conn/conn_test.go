@@ -330,6 +330,7 @@ func TestUpgradeForbidden(t *testing.T) {
 }
 
 func TestWrongPathTimesOut(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	srv := newServer(t, nil)
 	c, err := conn.New(fast(conn.Config{URL: strings.TrimSuffix(srv.WebSocketURL(), "/websocket") + "/websocket/nope",
 		Auth: conn.Auth{Token: directustest.AdminToken}, DialTimeout: 100 * time.Millisecond}))
@@ -517,6 +518,7 @@ func TestTokenExpiredReauthKeepsConnectionAndSubscriptions(t *testing.T) {
 }
 
 func TestProactiveRefreshBeforeJWTExpiry(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	var issued atomic.Int64
 	errs := newErrorSink()
 	var auths atomic.Int64

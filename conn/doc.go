@@ -43,7 +43,9 @@
 // cause, instead of looping: an expired JWT with nothing to renew it
 // (ErrCredentialsExpired), and, on the first Connect, a rejection of the
 // credentials or of the client (AUTH_FAILED, HTTP 401 or 403, a redirect,
-// no credentials against a server that requires them: ErrAuthRequired).
+// no credentials against a server that requires them: ErrAuthRequired) or
+// of the server's TLS certificate by the client (unknown authority, wrong
+// host name: errors.As finds the crypto/x509 error).
 // Other failures are retried with backoff and reported to OnError once per
 // run of failures of one kind, with one log line per attempt.
 //

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/e41af43e/directus-realtime/internal/certerr"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
@@ -143,7 +144,7 @@ func isFatalOnFirstConnect(err error) bool {
 		return se.Type == protocol.TypeAuth
 	}
 	var ce *protocol.ConfigError
-	return errors.As(err, &ce) || errors.Is(err, ErrRedirect)
+	return errors.As(err, &ce) || errors.Is(err, ErrRedirect) || certerr.Is(err)
 }
 
 // CloseError reports that the WebSocket closed. Code 1005 is what Directus

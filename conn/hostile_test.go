@@ -158,6 +158,7 @@ func TestMessageNeverShowsItsRefreshToken(t *testing.T) {
 // TestRetryAfterIsHonoured: a server answering 503 with Retry-After: 1 is
 // not asked again within that second, whatever the backoff says.
 func TestRetryAfterIsHonoured(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	var attempts atomic.Int64
 	srv := hostile.New(t, func(w http.ResponseWriter, r *http.Request) bool {
 		attempts.Add(1)
@@ -221,6 +222,7 @@ func TestTokenExpiredRightAfterTheHandshake(t *testing.T) {
 // right after every auth ok is answered by re-authentications on the
 // backoff's schedule, not in a loop, and the client stays idle.
 func TestTokenExpiredAfterEveryAuthBacksOff(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	srv := hostile.New(t, nil, func(ctx context.Context, c *hostile.Conn) {
 		for {
 			f, err := c.ReadType(ctx, "auth")
@@ -347,6 +349,7 @@ func TestCloseIsBoundedByBlockedCallbacks(t *testing.T) {
 // close handshake, and Connect returns within its context when the server
 // never answers the handshake auth.
 func TestCloseOfADeadLinkIsPrompt(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	t.Run("Close", func(t *testing.T) {
 		srv := hostile.New(t, nil, func(ctx context.Context, c *hostile.Conn) {
 			if c.AcceptAuth(ctx) != nil {
@@ -400,6 +403,7 @@ func TestNoCredentialsAgainstAServerThatRequiresThem(t *testing.T) {
 // ends the Conn, reported once, when it has expired: no reconnect can
 // succeed with it.
 func TestExpiredJWTWithoutTokenSourceEndsOnce(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	srv := newServer(t, nil)
 	jwt, err := srv.IssueToken(directustest.AdminEmail, 2*time.Second)
 	if err != nil {
@@ -429,6 +433,7 @@ func TestExpiredJWTWithoutTokenSourceEndsOnce(t *testing.T) {
 // the same way is reported once to OnError, however many attempts there
 // are.
 func TestRepeatedFailuresReportedOnce(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	srv := newServer(t, nil)
 	var reported atomic.Int64
 	c := connect(t, fast(conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.AdminToken},
@@ -515,6 +520,7 @@ func TestBackoffValidation(t *testing.T) {
 // typed error instead of the request timeout, a ping is sent again and
 // succeeds, and the writer waits the delay the server named.
 func TestRateLimitedRequests(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	srv := hostile.New(t, nil, func(ctx context.Context, c *hostile.Conn) {
 		if c.AcceptAuth(ctx) != nil {
 			return

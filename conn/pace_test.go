@@ -18,6 +18,7 @@ import (
 // at once; unpaced, the same requests trip it and still get their replies
 // (pings are resent) or a RateLimitedError.
 func TestSendRatePaces(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	for _, paced := range []bool{true, false} {
 		srv := directustest.NewServer(&directustest.Options{RateLimit: directustest.RateLimit{Points: 20, Duration: 200 * time.Millisecond}})
 		cfg := &conn.Config{URL: srv.URL(), Auth: conn.Auth{Token: directustest.AdminToken}, PingInterval: -1}

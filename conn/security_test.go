@@ -186,6 +186,7 @@ func logout(t *testing.T, srv *directustest.Server, refresh string) {
 // reconnecting through dial errors and 401s with a token source, proactive
 // refresh with a token source, and failed auth in public mode.
 func TestSecretsNeverExposedDuringReauthAndReconnect(t *testing.T) {
+	t.Parallel() // waits for timers, not for the CPU
 	t.Run("email/password, then rotated and revoked refresh tokens", func(t *testing.T) {
 		srv := newServer(t, nil)
 		w := newLeakWatch(directustest.AdminPassword)
@@ -349,12 +350,19 @@ func TestWSSWithCustomCA(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The certificate error ends Connect at once; the bound only keeps
-		// a regression from waiting for ever (a loaded machine takes its
-		// time over the TLS handshake).
+		// The certificate error ends the first Connect at once (no retry
+		// mends the client's trust); the bound only keeps a regression
+		// from waiting for ever (a loaded machine takes its time over the
+		// TLS handshake).
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		err = c.Connect(ctx)
 		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%v without the CA: Connect retried until its deadline: %v", auth, err)
+		}
+		if st := c.State(); st != conn.StateClosed {
+			t.Errorf("%v without the CA: state %v, want closed", auth, st)
+		}
 		var unknown x509.UnknownAuthorityError
 		var verify *tls.CertificateVerificationError
 		if err == nil || !errors.As(err, &unknown) || !errors.As(err, &verify) {

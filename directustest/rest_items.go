@@ -8,20 +8,58 @@ import (
 // The /items routes: list, read, create, update and delete, each under
 // Server.mu so that the write and its events are one step.
 
-// restRequestLocked prepares an /items request with restPrepareLocked and
-// writes the error response if it fails, or else if bodyErr (the request
-// body's, read before the lock) is set: the request's errors come first, as
-// on Directus. It reports whether the handler goes on.
-func (s restAPI) restRequestLocked(w http.ResponseWriter, r *http.Request, action permAction, bodyErr *dxError) (*user, *collection, *compiledQuery, bool) {
-	u, coll, cq, err := s.restPrepareLocked(r, action)
-	if err == nil {
-		err = bodyErr
+// restItemsCall is an /items request past its checks: who asks, the
+// collection, the compiled query and the decoded body (nil without one).
+type restItemsCall struct {
+	u    *user
+	coll *collection
+	cq   *compiledQuery
+	body any
+}
+
+// items makes the handler of an /items route: it reads the body (when
+// withBody, before the lock), takes Server.mu, checks the request with
+// restPrepareLocked and writes the error response if it fails, or else if
+// the body did not read: the request's errors come first, as on Directus.
+func (s restAPI) items(action permAction, withBody bool, h func(w http.ResponseWriter, r *http.Request, req restItemsCall)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req restItemsCall
+		var bodyErr *dxError
+		if withBody {
+			req.body, _, bodyErr = readBody(r)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var err *dxError
+		req.u, req.coll, req.cq, err = s.restPrepareLocked(r, action)
+		if err == nil {
+			err = bodyErr
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		h(w, r, req)
 	}
-	if err != nil {
-		writeError(w, err)
-		return nil, nil, nil, false
+}
+
+// writeReadable answers a write with the rows it wrote, as read back by
+// the request's query, or with 204 when the identity may not read them.
+func (s restAPI) writeReadable(w http.ResponseWriter, req restItemsCall, keys []any, single bool) {
+	if !s.allowedLocked(req.u, req.coll.name, permRead) {
+		w.WriteHeader(http.StatusNoContent)
+		return
 	}
-	return u, coll, cq, true
+	if single {
+		row, ok := req.coll.readOne(keys[0], req.cq)
+		if !ok {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		writeData(w, req.cq.appendRow(nil, req.coll, row), nil)
+		return
+	}
+	writeData(w, req.cq.appendRows(nil, req.coll, req.coll.readMany(keys, req.cq)), nil)
 }
 
 // restPrepareLocked authenticates, checks the collection and the permission
@@ -50,44 +88,25 @@ func (s restAPI) restPrepareLocked(r *http.Request, action permAction) (*user, *
 	return ident.user, coll, cq, nil
 }
 
-func (s restAPI) restList(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, coll, cq, ok := s.restRequestLocked(w, r, permRead, nil)
-	if !ok {
-		return
-	}
-	rows := coll.readByQuery(cq, s.opts.DefaultLimit)
-	meta, _ := cq.appendMeta(nil, coll)
-	writeData(w, cq.appendRows(nil, coll, rows), meta)
+func (s restAPI) restList(w http.ResponseWriter, r *http.Request, req restItemsCall) {
+	rows := req.coll.readByQuery(req.cq, s.opts.DefaultLimit)
+	meta, _ := req.cq.appendMeta(nil, req.coll)
+	writeData(w, req.cq.appendRows(nil, req.coll, rows), meta)
 }
 
-func (s restAPI) restGetOne(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, coll, cq, ok := s.restRequestLocked(w, r, permRead, nil)
-	if !ok {
-		return
-	}
-	row, ok := coll.readOne(r.PathValue("id"), cq)
+func (s restAPI) restGetOne(w http.ResponseWriter, r *http.Request, req restItemsCall) {
+	row, ok := req.coll.readOne(r.PathValue("id"), req.cq)
 	if !ok {
 		writeError(w, errForbidden())
 		return
 	}
-	writeData(w, cq.appendRow(nil, coll, row), nil)
+	writeData(w, req.cq.appendRow(nil, req.coll, row), nil)
 }
 
-func (s restAPI) restCreate(w http.ResponseWriter, r *http.Request) {
-	body, _, berr := readBody(r)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, coll, cq, ok := s.restRequestLocked(w, r, permCreate, berr)
-	if !ok {
-		return
-	}
+func (s restAPI) restCreate(w http.ResponseWriter, r *http.Request, req restItemsCall) {
 	var items []map[string]any
 	single := false
-	switch x := body.(type) {
+	switch x := req.body.(type) {
 	case map[string]any:
 		items, single = []map[string]any{x}, true
 	case []any:
@@ -100,67 +119,36 @@ func (s restAPI) restCreate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidPayload("Invalid payload. Expected an object or an array of objects."))
 		return
 	}
-	rows, cerr := coll.createLocked(items)
+	rows, cerr := req.coll.createLocked(items)
 	if cerr != nil {
 		writeError(w, cerr)
 		return
 	}
-	s.dispatchCreatesLocked(coll, rows)
-	if !s.allowedLocked(u, coll.name, permRead) {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if single {
-		row, ok := coll.readOne(rows[0].key, cq)
-		if !ok {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		writeData(w, cq.appendRow(nil, coll, row), nil)
-		return
-	}
-	writeData(w, cq.appendRows(nil, coll, coll.readMany(rowKeys(rows), cq)), nil)
+	s.dispatchCreatesLocked(req.coll, rows)
+	s.writeReadable(w, req, rowKeys(rows), single)
 }
 
-func (s restAPI) restUpdateOne(w http.ResponseWriter, r *http.Request) {
-	body, _, berr := readBody(r)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, coll, cq, ok := s.restRequestLocked(w, r, permUpdate, berr)
-	if !ok {
-		return
-	}
-	patch, ok := body.(map[string]any)
+func (s restAPI) restUpdateOne(w http.ResponseWriter, r *http.Request, req restItemsCall) {
+	patch, ok := req.body.(map[string]any)
 	if !ok {
 		writeError(w, errInvalidPayload("Invalid payload. Expected an object."))
 		return
 	}
 	// The key comes from the URL path, so the event carries it as a string
 	// (which is also what lets single-item subscriptions see it, R3).
-	id := r.PathValue("id")
-	if _, uerr := coll.updateLocked([]any{id}, patch); uerr != nil {
+	keys := []any{r.PathValue("id")}
+	if _, uerr := req.coll.updateLocked(keys, patch); uerr != nil {
 		writeError(w, uerr)
 		return
 	}
-	s.dispatchUpdateLocked(coll, []any{id})
-	row, found := coll.readOne(id, cq)
-	if !found || !s.allowedLocked(u, coll.name, permRead) {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	writeData(w, cq.appendRow(nil, coll, row), nil)
+	s.dispatchUpdateLocked(req.coll, keys)
+	s.writeReadable(w, req, keys, true)
 }
 
-func (s restAPI) restUpdateMany(w http.ResponseWriter, r *http.Request) {
-	body, _, berr := readBody(r)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, coll, cq, ok := s.restRequestLocked(w, r, permUpdate, berr)
-	if !ok {
-		return
-	}
+func (s restAPI) restUpdateMany(w http.ResponseWriter, r *http.Request, req restItemsCall) {
+	coll := req.coll
 	var keys []any
-	switch x := body.(type) {
+	switch x := req.body.(type) {
 	case []any:
 		items, ok := objectList(x)
 		if !ok {
@@ -194,11 +182,7 @@ func (s restAPI) restUpdateMany(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInvalidPayload("Invalid payload. Expected an object or an array."))
 		return
 	}
-	if !s.allowedLocked(u, coll.name, permRead) {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	writeData(w, cq.appendRows(nil, coll, coll.readMany(keys, cq)), nil)
+	s.writeReadable(w, req, keys, false)
 }
 
 func (s restAPI) compileBodyQuery(coll *collection, q map[string]any) (*compiledQuery, *dxError) {
@@ -209,35 +193,22 @@ func (s restAPI) compileBodyQuery(coll *collection, q map[string]any) (*compiled
 	return compileQuery(coll, params)
 }
 
-func (s restAPI) restDeleteOne(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, coll, _, ok := s.restRequestLocked(w, r, permDelete, nil)
-	if !ok {
-		return
-	}
+func (s restAPI) restDeleteOne(w http.ResponseWriter, r *http.Request, req restItemsCall) {
 	// The key comes from the URL path: the delete event carries it as a
 	// string, even for an integer key (R8).
 	keys := []any{r.PathValue("id")}
-	coll.deleteLocked(keys)
-	s.dispatchDeleteLocked(coll, keys)
+	req.coll.deleteLocked(keys)
+	s.dispatchDeleteLocked(req.coll, keys)
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s restAPI) restDeleteMany(w http.ResponseWriter, r *http.Request) {
-	body, _, berr := readBody(r)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, coll, _, ok := s.restRequestLocked(w, r, permDelete, berr)
-	if !ok {
-		return
-	}
+func (s restAPI) restDeleteMany(w http.ResponseWriter, r *http.Request, req restItemsCall) {
 	var keys []any
-	switch x := body.(type) {
+	switch x := req.body.(type) {
 	case []any:
 		keys = x
 	case map[string]any:
-		list, kerr := s.bodyKeys(coll, x)
+		list, kerr := s.bodyKeys(req.coll, x)
 		if kerr != nil {
 			writeError(w, kerr)
 			return
@@ -248,8 +219,8 @@ func (s restAPI) restDeleteMany(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Keys from a JSON body keep their JSON type in the event (R9).
-	coll.deleteLocked(keys)
-	s.dispatchDeleteLocked(coll, keys)
+	req.coll.deleteLocked(keys)
+	s.dispatchDeleteLocked(req.coll, keys)
 	w.WriteHeader(http.StatusNoContent)
 }
 

@@ -24,6 +24,12 @@
 // subscribes: it has then read them (docs/PROTOCOL.md §13.5).
 // Credentials that the server refuses on the first connect end the Manager
 // (StateClosed with the cause); later refusals are retried with backoff.
+// A JWT whose exp has passed, with no TokenSource, RefreshToken or
+// password to replace it, cannot heal: the endpoint sends no TOKEN_EXPIRED
+// and keeps a live session's events flowing past exp (§13.2), but the next
+// dial, or a replica's next snapshot read, ends with
+// conn.ErrCredentialsExpired (the Manager closed, or the replica ended),
+// reported once to OnError, and nothing is sent with that token again.
 // Email/Password and RefreshToken are turned into an access token by REST
 // (/auth/login, /auth/refresh) at the configured host, with no redirect
 // followed by default.

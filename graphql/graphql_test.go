@@ -2,6 +2,7 @@ package graphql_test
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -522,5 +523,106 @@ func TestReplicaFollowsWritesAndRestart(t *testing.T) {
 	}
 	if err := sub.Resync(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A JWT with nothing to replace it: the live session keeps its events
+// after the token's exp (the server keeps the socket, docs/PROTOCOL.md
+// §13.2), but the reconnect after a drop and a snapshot read cannot
+// authenticate. The Manager closes with ErrCredentialsExpired, reported
+// once, without dialing again; a first Connect with such a token fails at
+// once with the same cause.
+func TestExpiredJWTWithoutRenewal(t *testing.T) {
+	s := newServer(t, nil)
+	tok, err := s.IssueToken(directustest.AdminEmail, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reported []error
+	m, err := graphql.New(&graphql.Config{URL: s.URL(), Auth: conn.Auth{Token: tok}, Backoff: fastBackoff,
+		OnError: func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	exp := time.Now().Add(2 * time.Second)
+	connect(t, m)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	states := m.WatchState(ctx)
+	rec := newRecorder()
+	rs, err := m.Replicate(ctx, graphql.ReplicaOptions{Collection: "posts", Fields: []string{"id", "title"}}, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, 1) // the init
+
+	// Wait for the token's exp, which the server enforces on new sockets
+	// and on REST.
+	select {
+	case <-time.After(time.Until(exp) + 50*time.Millisecond):
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	if _, err := s.Create("posts", map[string]any{"title": "after exp"}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := rec.wait(t, 2)[1]; ev.Kind != handlers.KindCreate {
+		t.Fatalf("after exp the live session delivered %v, want the create", ev.Kind)
+	}
+	if err := rs.Resync(ctx); !errors.Is(err, conn.ErrCredentialsExpired) {
+		t.Fatalf("Resync after exp = %v, want ErrCredentialsExpired", err)
+	}
+	if !errors.Is(rs.Err(), conn.ErrCredentialsExpired) {
+		t.Fatalf("replica ended with %v", rs.Err())
+	}
+	s.DropConnections()
+	var closed conn.StateChange
+	for ch := range states {
+		if ch.To == conn.StateClosed {
+			closed = ch
+			break
+		}
+	}
+	if !errors.Is(closed.Err, conn.ErrCredentialsExpired) {
+		t.Fatalf("closed with %v, want ErrCredentialsExpired", closed.Err)
+	}
+	if n := s.ConnCount(); n != 0 {
+		t.Errorf("%d sockets open after the close", n)
+	}
+	mu.Lock()
+	n := 0
+	for _, err := range reported {
+		if errors.Is(err, conn.ErrCredentialsExpired) {
+			n++
+		}
+	}
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("ErrCredentialsExpired reported %d times, want once (%v)", n, reported)
+	}
+
+	m2 := newManager(t, s, conn.Auth{Token: tok})
+	if err := m2.Connect(ctx); !errors.Is(err, conn.ErrCredentialsExpired) {
+		t.Fatalf("Connect with an expired JWT = %v, want ErrCredentialsExpired", err)
+	}
+}
+
+// A server certificate the client does not trust ends the first Connect at
+// once with the crypto/x509 error: no retry mends the client's trust.
+func TestUntrustedCertificateEndsFirstConnect(t *testing.T) {
+	s := directustest.NewTLSServer(&directustest.Options{GraphQL: true})
+	t.Cleanup(s.Close)
+	m := newManager(t, s, conn.Auth{Token: directustest.AdminToken})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := m.Connect(ctx)
+	var unknown x509.UnknownAuthorityError
+	if !errors.As(err, &unknown) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Connect = %v, want the x509.UnknownAuthorityError at once", err)
+	}
+	if st := m.State(); st != conn.StateClosed {
+		t.Fatalf("state %v, want closed", st)
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/internal/certerr"
 	"github.com/e41af43e/directus-realtime/internal/goid"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
@@ -27,6 +29,10 @@ type Manager struct {
 
 	startOnce sync.Once
 	superDone chan struct{}
+
+	// expiredReported: ErrCredentialsExpired, which the supervisor and
+	// every replica's snapshot read may meet, reaches OnError once.
+	expiredReported atomic.Bool
 
 	// wmu serialises the frames written for subscriptions (subscribe,
 	// complete) so that a complete never overtakes its subscribe. Lock
@@ -166,6 +172,9 @@ func (m *Manager) setStateLocked(to conn.State, err error) {
 }
 
 func (m *Manager) reportError(err error) {
+	if errors.Is(err, conn.ErrCredentialsExpired) && m.expiredReported.Swap(true) {
+		return
+	}
 	if !m.onError.send(err) {
 		m.s.log.Warn("graphql: OnError is behind; error dropped", "err", err)
 	}
@@ -193,6 +202,16 @@ func (m *Manager) supervise() {
 			var ae *authError
 			if errors.As(err, &ae) && !connected {
 				m.finish(ae.err)
+				return
+			}
+			if certerr.Is(err) && !connected {
+				m.finish(err) // see internal/certerr
+				return
+			}
+			if errors.Is(err, conn.ErrCredentialsExpired) {
+				// No later attempt can authenticate: end, reported once,
+				// rather than be refused for ever.
+				m.finish(err)
 				return
 			}
 			if kind := fmt.Sprintf("%T", errors.Unwrap(err)) + fmt.Sprintf("%T", err); kind != lastKind {

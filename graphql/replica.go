@@ -105,8 +105,9 @@ func (s *Subscription) Resync(ctx context.Context) error {
 	}
 	s.m.mu.Lock()
 	if s.ended {
+		err := s.err
 		s.m.mu.Unlock()
-		return errors.New("directus graphql: subscription ended")
+		return endedError(err)
 	}
 	synced := s.replica.startLocked()
 	s.m.mu.Unlock()
@@ -116,8 +117,21 @@ func (s *Subscription) Resync(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.done:
-		return errors.New("directus graphql: subscription ended")
+		return endedError(s.Err())
 	}
+}
+
+// errEnded is what Resync returns for a subscription that ended without a
+// cause (Unsubscribe, its context).
+var errEnded = errors.New("directus graphql: subscription ended")
+
+// endedError is the error of a call on an ended subscription: its cause,
+// or errEnded.
+func endedError(cause error) error {
+	if cause != nil {
+		return cause
+	}
+	return errEnded
 }
 
 // replicaState is the snapshot side of a Replicate subscription, guarded
@@ -251,6 +265,13 @@ func (r *replicaState) read(ep uint64, delay time.Duration, ready <-chan struct{
 				return
 			}
 			m.mu.Unlock()
+			if errors.Is(err, conn.ErrCredentialsExpired) {
+				// No snapshot can be read any more: the replica ends
+				// with the cause instead of retrying for ever.
+				m.reportError(err)
+				m.end(s, err)
+				return
+			}
 			if !reported {
 				reported = true
 				m.reportError(err)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/e41af43e/directus-realtime/conn"
+	"github.com/e41af43e/directus-realtime/internal/jwtexp"
 	"github.com/e41af43e/directus-realtime/protocol"
 )
 
@@ -127,7 +129,15 @@ func (c *credentials) accessToken(ctx context.Context) (string, error) {
 		return a.TokenSource(ctx)
 	}
 	if a.Token != "" {
-		return a.Token, nil
+		if !jwtexp.Expired(a.Token, time.Now()) {
+			return a.Token, nil
+		}
+		if a.RefreshToken == "" && a.Email == "" {
+			// Nothing can get another token: every later attempt would
+			// be refused the same way (docs/PROTOCOL.md §13.2).
+			return "", conn.ErrCredentialsExpired
+		}
+		// An expired JWT with a refresh token or a password: log in.
 	}
 	if a.RefreshToken == "" && a.Email == "" {
 		return "", nil

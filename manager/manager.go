@@ -312,11 +312,11 @@ func (m *Manager) Conn() *conn.Conn { return m.conn }
 // their events to no subscription, or drop every subscription for an
 // unsubscribe without uid.
 func (m *Manager) SendMessage(ctx context.Context, msg any) error {
-	if err := refuseSubscriptionFrame(msg); err != nil {
+	b, err := customFrame(msg)
+	if err != nil {
 		return err
 	}
-	b, _ := json.Marshal(msg) // refuseSubscriptionFrame marshalled it
-	return m.conn.Send(ctx, json.RawMessage(b))
+	return m.conn.Send(ctx, b)
 }
 
 // Request sends a custom frame with a fresh uid and returns the server's
@@ -324,30 +324,25 @@ func (m *Manager) SendMessage(ctx context.Context, msg any) error {
 // forget form. Subscribe and unsubscribe frames are refused with
 // ErrRefused, as by SendMessage.
 func (m *Manager) Request(ctx context.Context, msg any) (*protocol.Message, error) {
-	if err := refuseSubscriptionFrame(msg); err != nil {
+	b, err := customFrame(msg)
+	if err != nil {
 		return nil, err
 	}
-	return m.conn.Request(ctx, msg)
+	return m.conn.Request(ctx, b)
 }
 
-// refuseSubscriptionFrame refuses subscribe and unsubscribe frames, which
-// only Subscribe and Unsubscribe may send.
-func refuseSubscriptionFrame(msg any) error {
-	b, err := json.Marshal(msg)
+// customFrame encodes a frame of SendMessage or Request, refusing
+// subscribe and unsubscribe frames, which only Subscribe and Unsubscribe
+// may send.
+func customFrame(msg any) (json.RawMessage, error) {
+	b, typ, err := protocol.EncodeClientFrame(msg)
 	if err != nil {
-		return &protocol.ConfigError{Field: "message", Reason: "does not marshal to JSON: " + err.Error()}
+		return nil, err
 	}
-	if err := protocol.CheckClientFrame(b); err != nil {
-		return err
+	if typ == protocol.TypeSubscribe || typ == protocol.TypeUnsubscribe {
+		return nil, ErrRefused
 	}
-	var head struct {
-		Type string `json:"type"`
-	}
-	_ = json.Unmarshal(b, &head)
-	if head.Type == protocol.TypeSubscribe || head.Type == protocol.TypeUnsubscribe {
-		return ErrRefused
-	}
-	return nil
+	return b, nil
 }
 
 // Items performs an items request over the WebSocket (see conn.Conn.Items).

@@ -802,3 +802,55 @@ func TestCloseEndsEverything(t *testing.T) {
 		t.Fatalf("Subscribe after Close: %v", err)
 	}
 }
+
+// After a reconnect and after a re-authentication, server subscriptions are
+// sent again in the order they were made: a store replica relies on its
+// companion of filter exits being registered before its own subscription.
+func TestRestoreInCreationOrder(t *testing.T) {
+	// Email and password: after TOKEN_EXPIRED the manager re-authenticates.
+	e := setup(t, nil, conn.Auth{Email: directustest.AdminEmail, Password: directustest.AdminPassword})
+	var want []string
+	for i := range 12 {
+		// Distinct filters tell the subscribes apart on the wire; every
+		// other one is event-only, as a companion is.
+		opts := posts(manager.SubscribeOptions{UID: fmt.Sprintf("s%02d", i), Persistent: true,
+			Query: &protocol.Query{Filter: map[string]any{"id": map[string]any{"_neq": -1 - i}}}})
+		if i%2 == 1 {
+			opts.Event = protocol.EventUpdate
+		}
+		if _, err := e.m.Subscribe(ctx(t), opts, newRecorder()); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprint(-1-i))
+	}
+	order := func(from int) []string {
+		e.wire.mu.Lock()
+		defer e.wire.mu.Unlock()
+		var got []string
+		for _, f := range e.wire.frames[from:] {
+			if f["type"] != "subscribe" {
+				continue
+			}
+			q, _ := f["query"].(map[string]any)
+			flt, _ := q["filter"].(map[string]any)
+			id, _ := flt["id"].(map[string]any)
+			got = append(got, fmt.Sprint(id["_neq"]))
+		}
+		return got
+	}
+	for _, fault := range []string{"drop", "expire"} {
+		e.wire.mu.Lock()
+		from := len(e.wire.frames)
+		e.wire.mu.Unlock()
+		before := e.wire.count("subscribe")
+		if fault == "drop" {
+			e.srv.DropConnections()
+		} else {
+			e.srv.ExpireTokens()
+		}
+		e.wire.waitCount(t, "subscribe", before+len(want))
+		if got := order(from); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("after %s: subscribes in the order %v, want %v", fault, got, want)
+		}
+	}
+}

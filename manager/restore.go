@@ -1,6 +1,8 @@
 package manager
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -22,14 +24,14 @@ func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
 	}
 	m.sess = s
 	if reason == conn.ReasonReauthenticated {
-		for _, ss := range m.servers {
+		for _, ss := range m.serversInOrderLocked() {
 			m.resyncLocked(ss, true, CauseReauth)
 		}
 		return
 	}
 	clear(m.wire)
 	m.resetInFlightLocked()
-	for _, ss := range m.servers {
+	for _, ss := range m.serversInOrderLocked() {
 		ss.wireUID = ""
 		ss.awaiting = false
 		for _, l := range ss.locals {
@@ -37,6 +39,20 @@ func (m *Manager) restore(s *conn.Session, reason conn.ConnectReason) {
 		}
 		m.sendSubscribeLocked(ss)
 	}
+}
+
+// serversInOrderLocked returns the server subscriptions in the order they
+// were made. Restoring them in that order keeps a subscription that another
+// one relies on registered first, as when it was made: a store replica's
+// companion of filter exits is made before the replica's own subscription,
+// so that no update after the replica's init goes unseen. m.mu is held.
+func (m *Manager) serversInOrderLocked() []*serverSub {
+	out := make([]*serverSub, 0, len(m.servers))
+	for _, ss := range m.servers {
+		out = append(out, ss)
+	}
+	slices.SortFunc(out, func(a, b *serverSub) int { return cmp.Compare(a.seq, b.seq) })
+	return out
 }
 
 // resyncLocked replaces ss on the server by a new attempt, whose init every

@@ -17,6 +17,7 @@ import (
 // are guarded by Manager.mu.
 type serverSub struct {
 	key       string
+	seq       uint64                    // creation order, the order restore sends in
 	msg       protocol.SubscribeMessage // without uid
 	eventOnly bool
 	// recompute: the query aggregates, so events (the aggregate of the
@@ -121,7 +122,7 @@ func (m *Manager) subscribe(ctx context.Context, opts SubscribeOptions, h handle
 	ss := m.servers[key]
 	fresh := ss == nil
 	if fresh {
-		ss = &serverSub{key: key, msg: msg, eventOnly: msg.Event != "", recompute: msg.Query.Aggregated()}
+		ss = &serverSub{key: key, seq: s.seq, msg: msg, eventOnly: msg.Event != "", recompute: msg.Query.Aggregated()}
 		m.servers[key] = ss
 	}
 	ss.locals = append(ss.locals, s)

@@ -560,6 +560,22 @@ func CheckClientFrame(b []byte) error {
 	return nil
 }
 
+// EncodeClientFrame marshals a frame a client is about to send and checks
+// it as CheckClientFrame does; it returns the encoded frame and its type.
+// Every error is a *ConfigError in the sender's terms.
+func EncodeClientFrame(msg any) (frame []byte, typ string, err error) {
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return nil, "", &ConfigError{Field: "message", Reason: "does not marshal to JSON: " + err.Error()}
+	}
+	if err := CheckClientFrame(b); err != nil {
+		return nil, "", err
+	}
+	w, _ := splitObject(b)
+	typ, _ = jsonString(w.Type)
+	return b, typ, nil
+}
+
 func jsonKind(c byte) string {
 	switch c {
 	case '"':

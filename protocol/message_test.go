@@ -132,3 +132,30 @@ func TestUIDUnmarshalDirect(t *testing.T) {
 		}
 	}
 }
+
+// EncodeClientFrame returns the frame and its type, or a *ConfigError that
+// says in the sender's terms what is wrong.
+func TestEncodeClientFrame(t *testing.T) {
+	b, typ, err := EncodeClientFrame(map[string]any{"type": "ping", "uid": "u"})
+	if err != nil || typ != "ping" || string(b) != `{"type":"ping","uid":"u"}` {
+		t.Fatalf("ping: %s %q %v", b, typ, err)
+	}
+	for _, c := range []struct {
+		msg  any
+		want string
+	}{
+		{"hello", "must be a JSON object"},
+		{`{"type":"ping"}`, "must be a JSON object"}, // a Go string is a JSON string
+		{json.RawMessage(`[1]`), "must be a JSON object"},
+		{json.RawMessage(`{"uid":"x"}`), `has no "type"`},
+		{json.RawMessage(`{"type":5}`), `"type" is not a string`},
+		{json.RawMessage(`{"type":"x"`), "does not marshal"},
+		{func() {}, "does not marshal"},
+	} {
+		_, _, err := EncodeClientFrame(c.msg)
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%T %v: err = %v, want a *ConfigError saying %q", c.msg, c.msg, err, c.want)
+		}
+	}
+}

@@ -41,7 +41,7 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 			c.log.Error("no row of the init decodes into the replica's type; rows kept, retrying later", "err", err)
 			return fe
 		}
-		changes := c.replace(items, ev.Resync, rowSize(ev.Data, len(items)))
+		changes := c.replace(items, ev.Resync, rowSize(ev.Data, len(items)), ev.Received)
 		if ev.Resync {
 			c.lastResyncChanges.Store(int64(changes))
 		}
@@ -52,11 +52,11 @@ func (c *Collection[K, T]) Handle(ev handlers.Event) error {
 		return c.onceErr(err)
 	case handlers.KindCreate, handlers.KindUpdate:
 		items, err := c.decodeItems(ev)
-		c.upsert(items, rowSize(ev.Data, len(items)))
+		c.upsert(items, rowSize(ev.Data, len(items)), ev.Received)
 		return err
 	case handlers.KindDelete:
 		keys, err := c.decodeKeys(ev)
-		c.remove(keys)
+		c.remove(keys, ev.Received)
 		return err
 	case handlers.KindError:
 		// Directus sent an error instead of an event: that event is lost.
@@ -147,11 +147,17 @@ func rowSize(data []byte, n int) int64 {
 // deleted, changed ones updated, new ones added, all in one step. It
 // returns how many rows changed (counted only for a resync, whose rows are
 // compared: what a reconcile corrected).
-func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
+func (c *Collection[K, T]) replace(items []T, resync bool, size int64, at time.Time) int {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
 		return 0
+	}
+	if c.seen != nil && !at.IsZero() {
+		// The init shows every row at once: what it holds is newer than
+		// any filter exit received before it.
+		c.initAt = at
+		clear(c.seen)
 	}
 	if size > 0 {
 		c.avgRow = size
@@ -171,6 +177,9 @@ func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
 	}
 	for _, item := range items {
 		k := c.opts.Key(item)
+		if c.exitedLocked(k, at) {
+			continue // it left the filter after this read
+		}
 		if seen != nil {
 			seen[k] = struct{}{}
 		}
@@ -193,6 +202,7 @@ func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
 			changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old, Initial: initial, Resync: resync})
 		}
 	}
+	c.advanceLocked(at)
 	c.inits.Add(1)
 	if resync {
 		c.resyncs.Add(1)
@@ -203,7 +213,7 @@ func (c *Collection[K, T]) replace(items []T, resync bool, size int64) int {
 	return changed
 }
 
-func (c *Collection[K, T]) upsert(items []T, size int64) {
+func (c *Collection[K, T]) upsert(items []T, size int64, at time.Time) {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
@@ -215,16 +225,22 @@ func (c *Collection[K, T]) upsert(items []T, size int64) {
 	var changes []Change[K, T]
 	notify := len(c.listeners) > 0 || len(c.views) > 0
 	for _, item := range items {
-		if ch, changed := c.setLocked(c.opts.Key(item), item, notify); changed && notify {
+		k := c.opts.Key(item)
+		if c.exitedLocked(k, at) {
+			continue // the row as it was before it left the filter
+		}
+		c.seenLocked(k, at)
+		if ch, changed := c.setLocked(k, item, notify); changed && notify {
 			changes = append(changes, ch)
 		}
 	}
+	c.advanceLocked(at)
 	c.events.Add(1)
 	c.notifyLocked(changes)
 	c.appliedLocked()
 }
 
-func (c *Collection[K, T]) remove(keys []K) {
+func (c *Collection[K, T]) remove(keys []K, at time.Time) {
 	c.lock()
 	defer c.unlock()
 	if c.closed {
@@ -236,11 +252,13 @@ func (c *Collection[K, T]) remove(keys []K) {
 		// held are ignored.
 		if old, ok := c.rows[k]; ok {
 			c.deleteLocked(k)
+			delete(c.seen, k)
 			if len(c.listeners) > 0 || len(c.views) > 0 {
 				changes = append(changes, Change[K, T]{Op: OpDelete, Key: k, Old: old})
 			}
 		}
 	}
+	c.advanceLocked(at)
 	c.events.Add(1)
 	c.notifyLocked(changes)
 	c.appliedLocked()

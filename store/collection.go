@@ -59,8 +59,8 @@ type Options[K comparable, T any] struct {
 
 	// ReconcileInterval, when positive, re-reads the subscription's query
 	// that often (with ±10% jitter) and corrects the replica: rows that left
-	// a filter (Directus sends no event for that), missed events and writes
-	// that emitted none. Error events, a refused reconcile and an init with
+	// a filter the replica cannot follow itself (see FilterExits), missed
+	// events and writes that emitted none. Error events, a refused reconcile and an init with
 	// no decodable row bring the next reconcile forward, paced by Retry.
 	ReconcileInterval time.Duration
 
@@ -83,6 +83,12 @@ type Options[K comparable, T any] struct {
 	// (rows that do not decode) are returned by Handle to the manager,
 	// which reports them to its OnError. nil means they are only logged.
 	OnError func(error)
+
+	// FilterExits says whether a filtered replica removes a row at the
+	// update that moves it out of the filter, which Directus sends no event
+	// for (see FilterExitMode). The zero value, FilterExitsAuto, does so
+	// when the filter can be evaluated on a row's own fields.
+	FilterExits FilterExitMode
 
 	// CrashOnPanic turns off the recovery of panics in listeners.
 	CrashOnPanic bool
@@ -120,6 +126,10 @@ type Stats struct {
 	// ListenerPanics counts recovered panics of listeners (and of the
 	// comparisons of views).
 	ListenerPanics uint64
+	// ExitChecks counts the update events of the companion subscription
+	// evaluated for filter exits, and FilterExits the rows they removed.
+	ExitChecks  uint64
+	FilterExits uint64
 }
 
 // Collection is an in-memory replica of the rows a subscription selects,
@@ -175,9 +185,25 @@ type Collection[K comparable, T any] struct {
 	// avgRow is the size of a row on the wire, from the last decoded event:
 	// what a queued change is counted as (under lock).
 	avgRow int64
+	// seen is, while filter exits are followed, when the replica's own
+	// subscription last showed each key, and initAt when its last init
+	// arrived (under lock): a filter exit older than either is stale.
+	seen   map[K]time.Time
+	initAt time.Time
+	// mainAt is when the last event or init of the replica's own
+	// subscription that was applied arrived, and tombs the keys of exits
+	// that arrived after it (in tombQ, in order): the replica's own events
+	// older than such an exit show the row before it left, and are not
+	// applied to it (under lock).
+	mainAt time.Time
+	tombs  map[K]time.Time
+	tombQ  []tomb[K]
+	// companion is the subscription that follows filter exits (ctl).
+	companion *manager.Subscription
 
 	inits, resyncs, events, errorEvents, staleSkipped, badRows, reconciles atomic.Uint64
-	reconcileFailures, reconcileChanges, listenerPanics                    atomic.Uint64
+	reconcileFailures, reconcileChanges, listenerPanics, exitChecks        atomic.Uint64
+	filterExits                                                            atomic.Uint64
 	lastResyncChanges                                                      atomic.Int64
 	reconcileNanos                                                         atomic.Int64
 }
@@ -193,6 +219,9 @@ func New[K comparable, T any](opts Options[K, T]) (*Collection[K, T], error) {
 	}
 	if opts.ListenerQueue < 0 || opts.ListenerBytes < 0 || opts.ReconcileInterval < 0 {
 		return nil, &protocol.ConfigError{Field: "ListenerQueue", Reason: "negative"}
+	}
+	if opts.FilterExits >= filterExitModes {
+		return nil, &protocol.ConfigError{Field: "FilterExits", Reason: "not a FilterExitMode"}
 	}
 	if opts.ListenerQueue == 0 {
 		opts.ListenerQueue = DefaultListenerQueue
@@ -361,6 +390,7 @@ func (c *Collection[K, T]) Stats() Stats {
 		Reconciles: c.reconciles.Load(), ReconcileFailures: c.reconcileFailures.Load(),
 		ReconcileChanges: c.reconcileChanges.Load(), ListenerPanics: c.listenerPanics.Load(),
 		ReconcileTime: time.Duration(c.reconcileNanos.Load()),
+		ExitChecks:    c.exitChecks.Load(), FilterExits: c.filterExits.Load(),
 	}
 }
 

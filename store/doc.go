@@ -3,7 +3,8 @@
 // primary key, and applies that subscription's events.
 //
 // Directus gives a replica little to stand on: no resume token or version,
-// no order guarantee, no event when an item leaves a filter, deletes that
+// no order guarantee, no event when an item leaves a filter (a replica
+// follows those itself, below), deletes that
 // ignore the filter, a window between a subscription's init and its
 // registration, and writes that emit no event at all (Flows without "emit
 // events", raw SQL). The contract below is what a Collection builds on top,
@@ -60,12 +61,65 @@
 //   - across a reconnect, a re-authentication after TOKEN_EXPIRED or a
 //     subscription queue overflow: until the fresh init that the manager
 //     requests automatically is applied;
-//   - for an item that left the filter, a write that emitted no event, an
-//     event Directus replaced by an error frame, and a write that fell into
+//   - for an item that left a filter the replica cannot follow (below), a
+//     write that emitted no event, an event Directus replaced by an error
+//     frame, and a write that fell into
 //     Directus's window between an init and its registration: until the next
 //     reconcile (Options.ReconcileInterval, or Reconcile on demand; an error
 //     event brings the next reconcile forward, as soon as Options.Retry
 //     allows).
+//
+// # Rows that leave the filter
+//
+// Directus re-reads an updated row through each subscription's filter and
+// sends nothing when it no longer matches. A filtered replica (without Item)
+// therefore also subscribes, on the same manager and before its own
+// subscription, to the collection's updates without filter, with fields
+// limited to the primary key and the fields the filter reads; replicas whose
+// filters read the same fields share that one server subscription. It
+// evaluates its filter on each of those rows (internal/filter) and removes
+// at once a row it holds that surely no longer matches: listeners hear an
+// OpDelete with FilterExit set. A row entering the filter needs nothing: the
+// replica's own subscription sends an update for it (docs/PROTOCOL.md §5.2).
+// The two subscriptions are handled by two goroutines, ordered by when
+// their frames arrived: an exit received before the update or init that
+// last showed the row is ignored, so a row that left and came back stays;
+// and an update or init of the replica's own that arrived before an exit
+// already applied is not applied to that row, so a row that came in and
+// left again stays out (the replica remembers up to 65,536 such exits while
+// its own events lag behind the companion's). That relies on the frames' order on the
+// connection; a real Directus, which dispatches events concurrently, may
+// send the re-entry's update before the exit's (two writes of one row
+// within milliseconds), and the row is then missing until its next update
+// or reconcile.
+//
+// This is exact within one event for filters on the row's own fields with
+// _eq (and bare values), _neq, _in, _nin, _lt, _lte, _gt, _gte, _between,
+// _nbetween, _null, _nnull, _empty, _nempty, _contains, _ncontains,
+// _icontains, _nicontains, the _starts_with and _ends_with families, _and and
+// _or, numbers given as strings included ({"_gt": "5"} on an integer field),
+// with SQL's null semantics (a null field matches only _null, _empty and
+// _eq null: not _neq, _nin or _ncontains). Where the database decides, the
+// evaluator answers "unknown" and the row waits for reconcile rather than
+// risk a wrong removal: a case-sensitive string operator whose answer
+// changes with ASCII case (SQLite's LIKE ignores it, Postgres's does not),
+// %, _ or \ in a LIKE needle, a string row compared with a number, ordering
+// comparisons that a non-binary collation may answer otherwise, values that
+// look like dates or times, JSON fields, and a field the update's row lacks.
+//
+// A filter the evaluator cannot read at all makes the replica leave every
+// exit to reconcile, which it says once (logged at info with a reconcile
+// interval, warn without) and in Status().FilterExitsReason: relational
+// paths (author.name, nested objects), _some and _none, variables ($NOW,
+// $CURRENT_USER, $CURRENT_ROLE, any operand starting with $), functions such
+// as year(date), _regex, geometry operators and unknown operators; so does a
+// single-item subscription. Options.FilterExits turns the companion off
+// (FilterExitsOff) or makes Subscribe refuse a filter it cannot follow
+// (FilterExitsRequired). Exits the companion may have missed (its error
+// events, an overflow of its queue) bring a reconcile forward, paced by
+// Options.Retry, even without a reconcile interval; after a reconnect the
+// companion is registered before the replica's own subscription again, whose
+// fresh init covers the gap.
 //
 // Without a reconcile interval, divergence of the last kind lasts until the
 // next resync of any cause. After every reconcile that completes without

@@ -16,8 +16,9 @@ const (
 	OpAdd Op = iota + 1
 	// OpUpdate: a row changed; Old and New are set.
 	OpUpdate
-	// OpDelete: a row disappeared (deleted, or found missing by an init:
-	// it left the filter or its delete was missed). Old is its last state.
+	// OpDelete: a row disappeared (deleted; left the filter, marked
+	// FilterExit; or found missing by an init: it left the filter or its
+	// delete was missed). Old is its last state.
 	OpDelete
 	// OpReset: the listener fell more than Options.ListenerQueue changes
 	// behind; its backlog was dropped. Re-read the collection (Snapshot).
@@ -50,6 +51,10 @@ type Change[K comparable, T any] struct {
 	// Resync marks changes found by a later init: after a reconnect, a
 	// re-authentication, a queue overflow or a reconcile.
 	Resync bool
+	// FilterExit marks the OpDelete of a row that an update moved out of
+	// the subscription's filter, removed at that update (Options.FilterExits)
+	// rather than found missing by a later init.
+	FilterExit bool
 }
 
 // Listener hears the changes of a Collection.

@@ -57,6 +57,13 @@ type Status struct {
 	// NextReconcile is when the next reconcile is due (zero without a
 	// reconcile loop).
 	NextReconcile time.Time
+	// FilterExits is true while rows that leave the filter are removed at
+	// the update that moves them out (Options.FilterExits). When it is
+	// false for a filtered replica, FilterExitsReason says why (the filter
+	// reads a relation or a variable, the option is off, …), and such
+	// rows wait for reconcile.
+	FilterExits       bool
+	FilterExitsReason string
 }
 
 // Status returns the replica's health.

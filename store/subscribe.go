@@ -44,6 +44,11 @@ var (
 // sort is accepted with a warning: only reconcile corrects what it lets in
 // or out.
 //
+// A filtered replica also subscribes, before its own subscription, to the
+// collection's updates with only the primary key and the fields its filter
+// reads, to remove rows that leave the filter at once (Options.FilterExits,
+// the package documentation); that subscription ends with the replica's.
+//
 // A first init with rows of which not one decodes into T (the collection's
 // keys do not fit K, or its fields not T) fails Subscribe with a
 // *FailureError matching ErrUndecodable, rather than give a replica that
@@ -54,6 +59,10 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 		return nil, err
 	}
 	opts.Query = q
+	exits, noExits, err := c.exitPlan(opts, q)
+	if err != nil {
+		return nil, err
+	}
 	c.ctl.Lock()
 	defer c.ctl.Unlock()
 	if c.isClosed() {
@@ -62,9 +71,25 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 	if c.sub != nil {
 		return nil, ErrSubscribed
 	}
+	var comp *manager.Subscription
+	if exits != nil {
+		comp = c.startExits(ctx, m, opts, exits)
+	} else {
+		c.setExits(false, noExits)
+	}
+	fail := func(err error) (*manager.Subscription, error) {
+		if comp != nil {
+			_ = comp.Unsubscribe()
+			c.lock()
+			c.seen, c.tombs = nil, nil
+			c.unlock()
+			c.setExits(false, "")
+		}
+		return nil, err
+	}
 	sub, err := m.Subscribe(ctx, opts, c)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	// The manager returns when the init arrived; a replica is ready when it
 	// has been applied.
@@ -72,14 +97,20 @@ func (c *Collection[K, T]) Subscribe(ctx context.Context, m *manager.Manager, op
 	case <-c.firstInit:
 	case <-ctx.Done():
 		_ = sub.Unsubscribe()
-		return nil, ctx.Err()
+		return fail(ctx.Err())
 	}
 	if c.firstErr != nil {
 		_ = sub.Unsubscribe()
-		return nil, c.firstErr
+		return fail(c.firstErr)
 	}
 	c.sub = sub
-	if c.opts.ReconcileInterval > 0 {
+	if comp != nil {
+		c.companion = comp
+		c.endWith(sub, comp)
+	}
+	if c.opts.ReconcileInterval > 0 || comp != nil {
+		// With filter exits followed, reconciles are also asked for when
+		// the companion lost events; without an interval, only then.
 		c.stopLoop = make(chan struct{})
 		c.loopDone = make(chan struct{})
 		go c.reconcileLoop(sub, c.stopLoop, c.loopDone)
@@ -147,7 +178,7 @@ func (c *Collection[K, T]) Reconcile(ctx context.Context) error {
 	changes := int(c.lastResyncChanges.Load())
 	switch {
 	case errors.Is(err, manager.ErrResyncRefused):
-		changes = c.replace(nil, true, 0)
+		changes = c.replace(nil, true, 0, time.Time{})
 		c.reconcileFailures.Add(1)
 		cause := sub.Stats().LastError
 		if c.setFailure(ErrRefused, cause) {
@@ -203,8 +234,12 @@ func (c *Collection[K, T]) reconcileLoop(sub *manager.Subscription, stop, done c
 	for {
 		jitter := time.Duration((rand.Float64()*0.2 - 0.1) * float64(every))
 		due := time.Now().Add(every + jitter)
-		c.setNextReconcile(due)
 		t := time.NewTimer(time.Until(due))
+		if every > 0 {
+			c.setNextReconcile(due)
+		} else {
+			t.Stop() // reconciles on demand only
+		}
 		select {
 		case <-stop:
 			t.Stop()

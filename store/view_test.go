@@ -56,7 +56,11 @@ func TestViewModel(t *testing.T) {
 	// A small cushion: rows leaving the window exhaust it often, and the
 	// list of rows held is often short of the whole collection.
 	defer store.SetViewCushion(4)()
-	for _, seed := range []uint64{1, 2, 3, 4} {
+	seeds, steps := []uint64{1, 2, 3, 4}, 2000
+	if testing.Short() {
+		seeds, steps = seeds[:2], 1000 // the quick loop
+	}
+	for _, seed := range seeds {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, seed*7))
 			c := newPosts(store.Options[int64, Post]{})
@@ -81,7 +85,7 @@ func TestViewModel(t *testing.T) {
 				return out
 			}
 			apply(t, c, ev(handlers.KindInit, postsJSON(randRows(300))))
-			for step := range 2000 {
+			for step := range steps {
 				if step == 100 {
 					for i, l := range limits {
 						if views[i] == nil {

@@ -56,7 +56,14 @@ func Start(t *testing.T, opts *ops.Options) *Env {
 	if err := m.Connect(Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	posts := NewPosts(t)
+	// Filter exits off: the pages' and metrics' expected figures count this
+	// replica's subscription alone, without the companion that follows
+	// exits (store.Options.FilterExits, tested in store).
+	posts, err := store.New(store.Options[int64, Post]{Key: func(p Post) int64 { return p.ID }, FilterExits: store.FilterExitsOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = posts.Close() })
 	if _, err := posts.Subscribe(Ctx(t), m, manager.SubscribeOptions{Collection: "posts", Persistent: true, UID: "posts-replica",
 		Query: &protocol.Query{Filter: map[string]any{"_or": []any{
 			map[string]any{"title": map[string]any{"_neq": Secret}},

@@ -8,7 +8,7 @@
 //	go run ./bench/cmd/compare -workload firehose|batches|biginit|steady -runs 3 -clients lib,minimal
 //
 // The second form runs one row of issue 15's table and prints its ratios
-// lib / minimal of CPU, wall and peak memory (bench/README.md §10).
+// lib / minimal of CPU, wall and peak memory (bench/README.md §11).
 //
 // Two phases:
 //
