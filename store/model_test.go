@@ -439,9 +439,12 @@ func (r *replica[K, T]) reconcile(ctx context.Context) error {
 }
 
 // noReconcile fails if the replica reconciled: in the events variant
-// nothing may need one, filter exits included.
+// nothing may need one, filter exits included, unless error events came
+// (an event the server replaced by an error while the token was expired:
+// a loaded machine stretches that window), which a reconcile answers by
+// design.
 func (r *replica[K, T]) noReconcile() error {
-	if st := r.c.Stats(); st.Reconciles != 0 {
+	if st := r.c.Stats(); st.Reconciles != 0 && st.Errors == 0 {
 		return fmt.Errorf("%s reconciled %d times (%+v)", r.label, st.Reconciles, st)
 	}
 	return nil
