@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/e41af43e/directus-realtime/internal/jsonskip"
 	"log/slog"
 	"time"
 	"unicode/utf8"
@@ -346,6 +347,29 @@ type wireMessage struct {
 	Type, Event, Status, UID, Data, Meta, Error, RefreshToken []byte
 }
 
+// set keeps v, the raw value of key, when key is a field of the envelope;
+// both splitters (splitFrame and splitObject) use it.
+func (w *wireMessage) set(key, v []byte) {
+	switch string(key) {
+	case "type":
+		w.Type = v
+	case "event":
+		w.Event = v
+	case "status":
+		w.Status = v
+	case "uid":
+		w.UID = v
+	case "data":
+		w.Data = v
+	case "meta":
+		w.Meta = v
+	case "error":
+		w.Error = v
+	case "refresh_token":
+		w.RefreshToken = v
+	}
+}
+
 // DecodeMessage decodes one frame. It returns a *ProtocolError for invalid
 // JSON, a value that is not an object, a missing or non-string type, and, for
 // the types of docs/PROTOCOL.md §4, fields of the wrong shape. Frames of other
@@ -423,7 +447,7 @@ func splitObject(b []byte) (w wireMessage, ok bool) {
 	}
 	i = skipSpace(b, i+1)
 	for i < len(b) && b[i] != '}' {
-		keyEnd := skipValue(b, i)
+		keyEnd := jsonskip.Value(b, i)
 		key := b[i+1 : keyEnd-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			if s, err := jsonString(b[i:keyEnd]); err == nil {
@@ -432,26 +456,8 @@ func splitObject(b []byte) (w wireMessage, ok bool) {
 		}
 		i = skipSpace(b, keyEnd) + 1 // past ':'
 		i = skipSpace(b, i)
-		end := skipValue(b, i)
-		v := b[i:end:end]
-		switch string(key) {
-		case "type":
-			w.Type = v
-		case "event":
-			w.Event = v
-		case "status":
-			w.Status = v
-		case "uid":
-			w.UID = v
-		case "data":
-			w.Data = v
-		case "meta":
-			w.Meta = v
-		case "error":
-			w.Error = v
-		case "refresh_token":
-			w.RefreshToken = v
-		}
+		end := jsonskip.Value(b, i)
+		w.set(key, b[i:end:end])
 		i = skipSpace(b, end)
 		if i < len(b) && b[i] == ',' {
 			i = skipSpace(b, i+1)
@@ -462,43 +468,6 @@ func splitObject(b []byte) (w wireMessage, ok bool) {
 
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the index just past the JSON value starting at b[i];
-// b is known to be valid JSON.
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		for i++; i < len(b); i++ {
-			switch b[i] {
-			case '\\':
-				i++
-			case '"':
-				return i + 1
-			}
-		}
-		return i
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			case '"':
-				i = skipValue(b, i) - 1
-			}
-		}
-		return i
-	}
-	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
 		i++
 	}
 	return i

@@ -62,25 +62,7 @@ func splitValidObject(b []byte, i int, w *wireMessage) int {
 		if end < 0 {
 			return -1
 		}
-		v := b[i:end:end]
-		switch string(key) {
-		case "type":
-			w.Type = v
-		case "event":
-			w.Event = v
-		case "status":
-			w.Status = v
-		case "uid":
-			w.UID = v
-		case "data":
-			w.Data = v
-		case "meta":
-			w.Meta = v
-		case "error":
-			w.Error = v
-		case "refresh_token":
-			w.RefreshToken = v
-		}
+		w.set(key, b[i:end:end])
 		i = skipSpace(b, end)
 		if i >= len(b) {
 			return -1

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"github.com/e41af43e/directus-realtime/internal/jsonskip"
 	"runtime"
 	"sync"
 )
@@ -99,7 +100,7 @@ func splitArray(data []byte, want int) []run {
 	var out []run
 	cur := run{start: i}
 	for i < len(data) {
-		end := skipJSONValue(data, i)
+		end := jsonskip.Value(data, i)
 		if end <= i || end > len(data) {
 			return nil
 		}
@@ -131,46 +132,6 @@ func splitArray(data []byte, want int) []run {
 
 func skipWS(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipJSONValue returns the index just past the JSON value that starts at
-// b[i], or len(b) when it does not end.
-func skipJSONValue(b []byte, i int) int {
-	if i >= len(b) {
-		return len(b)
-	}
-	switch b[i] {
-	case '"':
-		for i++; i < len(b); i++ {
-			switch b[i] {
-			case '\\':
-				i++
-			case '"':
-				return i + 1
-			}
-		}
-		return len(b)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			case '"':
-				i = skipJSONValue(b, i) - 1
-			}
-		}
-		return len(b)
-	}
-	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
 		i++
 	}
 	return i
