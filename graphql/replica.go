@@ -79,22 +79,39 @@ func (m *Manager) Replicate(ctx context.Context, opts ReplicaOptions, h handlers
 	if err != nil {
 		return nil, err
 	}
+	var first error
 	select {
-	case err := <-rep.first:
-		if err != nil {
-			m.end(sub, err)
-			return nil, err
-		}
-		return sub, nil
+	case first = <-rep.first:
+		return firstSnapshot(m, sub, first)
 	case <-ctx.Done():
+	case <-sub.done:
+	}
+	// The first snapshot may have been delivered (and handled) just before
+	// the replica ended with ctx: a select among ready cases picks at
+	// random, so the outcome is looked at first.
+	select {
+	case first = <-rep.first:
+		return firstSnapshot(m, sub, first)
+	default:
+	}
+	if ctx.Err() != nil {
 		m.end(sub, nil)
 		return nil, ctx.Err()
-	case <-sub.done:
-		if err := sub.Err(); err != nil {
-			return nil, err
-		}
-		return nil, errors.New("directus graphql: the replica ended before its first snapshot")
 	}
+	if err := sub.Err(); err != nil {
+		return nil, err
+	}
+	return nil, errors.New("directus graphql: the replica ended before its first snapshot")
+}
+
+// firstSnapshot is Replicate's answer once the first snapshot's outcome is
+// known.
+func firstSnapshot(m *Manager, sub *Subscription, err error) (*Subscription, error) {
+	if err != nil {
+		m.end(sub, err)
+		return nil, err
+	}
+	return sub, nil
 }
 
 // Resync re-reads a replica's snapshot and returns once its init is queued
